@@ -1,0 +1,420 @@
+//! Parsing and validation. Every problem is reported at once, each naming the key, the line
+//! (when the config came from a file) and what was expected.
+
+use std::collections::HashSet;
+use std::fmt;
+
+use crate::region::{parse_wkt_area, Region};
+use crate::schema::{LATITUDE, LONGITUDE, STATION, TIME};
+use crate::{Config, SourceConfig, DEFAULT_CONFIG_TOML};
+
+/// One problem in a configuration.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{}{key}: {expected}", line.map(|l| format!("line {l}: ")).unwrap_or_default())]
+pub struct ConfigError {
+    /// Dotted path of the offending key, e.g. `sources[1].mapping.time`.
+    pub key: String,
+    /// 1-based line of the key in the file, when known.
+    pub line: Option<usize>,
+    /// What was expected (and what was found).
+    pub expected: String,
+}
+
+/// Every problem found in a configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigErrors(pub Vec<ConfigError>);
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "{} problem(s) in the configuration:", self.0.len())?;
+        for e in &self.0 {
+            writeln!(f, "  - {e}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigErrors {}
+
+/// A configuration that passed every check, with its regions parsed. The only form of
+/// configuration the pipeline accepts.
+#[derive(Debug, Clone)]
+pub struct ValidConfig {
+    config: Config,
+    regions: Vec<Region>,
+    distinct_fields: Vec<String>,
+}
+
+impl ValidConfig {
+    /// Parses and validates TOML text; errors carry line numbers.
+    pub fn from_toml(text: &str) -> Result<ValidConfig, ConfigErrors> {
+        let config: Config = toml::from_str(text).map_err(|e| {
+            let line = e.span().map(|s| line_at(text, s.start));
+            let key = e
+                .span()
+                .map(|s| text[s].trim().to_string())
+                .filter(|k| !k.is_empty() && k.len() < 80)
+                .unwrap_or_else(|| "(document)".into());
+            ConfigErrors(vec![ConfigError {
+                key,
+                line,
+                expected: e.message().to_string(),
+            }])
+        })?;
+        let spans = text.parse::<toml_edit::ImDocument<String>>().ok();
+        Self::check(config).map_err(|mut errors| {
+            if let Some(doc) = &spans {
+                for e in &mut errors.0 {
+                    e.line = line_of_key(doc, text, &e.key);
+                }
+            }
+            errors
+        })
+    }
+
+    /// Validates a configuration built in code (no line numbers).
+    pub fn try_from_config(config: Config) -> Result<ValidConfig, ConfigErrors> {
+        Self::check(config)
+    }
+
+    /// The embedded default configuration.
+    pub fn embedded_default() -> ValidConfig {
+        Self::from_toml(DEFAULT_CONFIG_TOML).expect("the embedded default config is valid")
+    }
+
+    /// The configuration as written.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// Regions in config order; region ids in the operators are indices into this slice.
+    pub fn regions(&self) -> &[Region] {
+        &self.regions
+    }
+
+    /// Categorical fields counted distinct per region, in config order.
+    pub fn distinct_fields(&self) -> &[String] {
+        &self.distinct_fields
+    }
+
+    /// Goes back to the plain configuration, e.g. to change it and validate again.
+    pub fn into_config(self) -> Config {
+        self.config
+    }
+
+    fn check(config: Config) -> Result<ValidConfig, ConfigErrors> {
+        let mut errors = Vec::new();
+        let mut err = |key: String, expected: String| {
+            errors.push(ConfigError {
+                key,
+                line: None,
+                expected,
+            })
+        };
+
+        let p = &config.pipeline;
+        if p.workers == 0 || p.workers > 1024 {
+            err(
+                "pipeline.workers".into(),
+                format!("expected 1 to 1024 worker threads, got {}", p.workers),
+            );
+        }
+        if p.time_granularity.is_zero() {
+            err(
+                "pipeline.time_granularity".into(),
+                "expected a positive duration such as \"1s\"".into(),
+            );
+        }
+
+        let reserved = [TIME, STATION, LATITUDE, LONGITUDE];
+        let mut columns = HashSet::new();
+        for (kind, names) in [
+            ("variables", &config.variables),
+            ("categorical", &config.categorical),
+        ] {
+            for (i, name) in names.iter().enumerate() {
+                if name.trim().is_empty() {
+                    err(format!("{kind}[{i}]"), "expected a non-empty name".into());
+                } else if reserved.contains(&name.as_str()) {
+                    err(
+                        format!("{kind}[{i}]"),
+                        format!("{name:?} is a fixed column of the observation schema; pick another name"),
+                    );
+                } else if !columns.insert(name.as_str()) {
+                    err(
+                        format!("{kind}[{i}]"),
+                        format!("{name:?} is declared twice (names are unique across variables and categorical)"),
+                    );
+                }
+            }
+        }
+
+        if config.sources.is_empty() {
+            err(
+                "sources".into(),
+                "expected at least one [[sources]] entry".into(),
+            );
+        }
+        let mut source_names = HashSet::new();
+        for (i, source) in config.sources.iter().enumerate() {
+            let at = |k: &str| format!("sources[{i}].{k}");
+            if source.name().trim().is_empty() {
+                err(at("name"), "expected a non-empty name".into());
+            } else if !source_names.insert(source.name()) {
+                err(
+                    at("name"),
+                    format!("source name {:?} is used twice", source.name()),
+                );
+            }
+            match source {
+                SourceConfig::File(f) => {
+                    if f.path.trim().is_empty() {
+                        err(at("path"), "expected a file path or glob".into());
+                    }
+                    if f.batch_rows == 0 {
+                        err(at("batch_rows"), "expected a positive row count".into());
+                    }
+                    for var in f.mapping.variables.keys() {
+                        if !config.variables.contains(var) {
+                            err(
+                                at(&format!("mapping.variables.{var}")),
+                                format!("{var:?} is not in `variables` ({:?})", config.variables),
+                            );
+                        }
+                    }
+                    for field in f.mapping.categorical.keys() {
+                        if !config.categorical.contains(field) {
+                            err(
+                                at(&format!("mapping.categorical.{field}")),
+                                format!(
+                                    "{field:?} is not in `categorical` ({:?})",
+                                    config.categorical
+                                ),
+                            );
+                        }
+                    }
+                }
+                SourceConfig::Synthetic(s) => {
+                    if s.stations == 0 || s.stations > 100_000 {
+                        err(
+                            at("stations"),
+                            format!("expected 1 to 100000 stations, got {}", s.stations),
+                        );
+                    }
+                    if chrono::DateTime::parse_from_rfc3339(&s.start).is_err() {
+                        err(
+                            at("start"),
+                            format!(
+                                "expected an RFC 3339 time such as \"2020-01-01T00:00:00Z\", got {:?}",
+                                s.start
+                            ),
+                        );
+                    }
+                    if s.interval.is_zero() {
+                        err(at("interval"), "expected a positive duration".into());
+                    }
+                    if let Some(r) = s.rows_per_second {
+                        if !(r.is_finite() && r > 0.0) {
+                            err(
+                                at("rows_per_second"),
+                                format!("expected a positive number of rows per second (omit it for as fast as possible), got {r}"),
+                            );
+                        }
+                    }
+                    if s.batch_rows == 0 {
+                        err(at("batch_rows"), "expected a positive row count".into());
+                    }
+                }
+            }
+        }
+
+        let mut regions = Vec::new();
+        let mut region_names = HashSet::new();
+        for (i, r) in config.regions.iter().enumerate() {
+            if r.name.trim().is_empty() {
+                err(
+                    format!("regions[{i}].name"),
+                    "expected a non-empty name".into(),
+                );
+            } else if !region_names.insert(r.name.as_str()) {
+                err(
+                    format!("regions[{i}].name"),
+                    format!("region name {:?} is used twice", r.name),
+                );
+            }
+            match parse_wkt_area(&r.wkt) {
+                Ok(geometry) => regions.push(Region {
+                    name: r.name.clone(),
+                    geometry,
+                }),
+                Err(why) => err(
+                    format!("regions[{i}].wkt"),
+                    format!("expected a WKT POLYGON or MULTIPOLYGON (lon lat order): {why}"),
+                ),
+            }
+        }
+
+        let distinct_fields = match &config.aggregates.regional.distinct {
+            None => config.categorical.clone(),
+            Some(fields) => {
+                for (i, f) in fields.iter().enumerate() {
+                    if !config.categorical.contains(f) {
+                        err(
+                            format!("aggregates.regional.distinct[{i}]"),
+                            format!(
+                                "{f:?} is not a categorical field (declared: {:?})",
+                                config.categorical
+                            ),
+                        );
+                    }
+                }
+                fields.clone()
+            }
+        };
+
+        let temporal = &config.aggregates.temporal;
+        for (width, _) in &temporal.retention {
+            if !temporal.buckets.contains(width) && !temporal.station_buckets.contains(width) {
+                err(
+                    format!("aggregates.temporal.retention.{}", width.as_str()),
+                    format!(
+                        "no {} bucket is configured in `buckets` or `station_buckets`",
+                        width.as_str()
+                    ),
+                );
+            }
+        }
+
+        if errors.is_empty() {
+            Ok(ValidConfig {
+                config,
+                regions,
+                distinct_fields,
+            })
+        } else {
+            Err(ConfigErrors(errors))
+        }
+    }
+}
+
+/// 1-based line of a byte offset.
+fn line_at(text: &str, offset: usize) -> usize {
+    text[..offset.min(text.len())].matches('\n').count() + 1
+}
+
+/// Finds the line of a dotted key path such as `sources[1].mapping.time` in the document,
+/// falling back to the nearest enclosing key that exists.
+fn line_of_key(doc: &toml_edit::ImDocument<String>, text: &str, key: &str) -> Option<usize> {
+    let mut item: &toml_edit::Item = doc.as_item();
+    let mut best = None;
+    for segment in key.split('.') {
+        let (name, index) = match segment.split_once('[') {
+            Some((name, rest)) => (name, rest.trim_end_matches(']').parse::<usize>().ok()),
+            None => (segment, None),
+        };
+        let Some(next) = item.get(name) else { break };
+        item = next;
+        if let Some(span) = item.span() {
+            best = Some(line_at(text, span.start));
+        }
+        if let Some(i) = index {
+            let Some(next) = item.get(i) else { break };
+            item = next;
+            if let Some(span) = item.span() {
+                best = Some(line_at(text, span.start));
+            }
+        }
+    }
+    best
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn embedded_default_is_valid() {
+        let valid = ValidConfig::embedded_default();
+        assert_eq!(valid.regions().len(), 3);
+        assert_eq!(valid.config().sources.len(), 1);
+    }
+
+    #[test]
+    fn unknown_key_names_key_and_line() {
+        let text = "variables = [\"t\"]\n\n[pipeline]\nworkerz = 2\n";
+        let errors = ValidConfig::from_toml(text).unwrap_err();
+        let e = &errors.0[0];
+        assert_eq!(e.line, Some(4), "{errors}");
+        assert!(e.expected.contains("workerz"), "{errors}");
+    }
+
+    #[test]
+    fn wrong_type_names_line_and_expectation() {
+        let text = "[pipeline]\nworkers = \"two\"\n";
+        let errors = ValidConfig::from_toml(text).unwrap_err();
+        assert_eq!(errors.0[0].line, Some(2), "{errors}");
+        assert!(errors.to_string().contains("usize") || errors.to_string().contains("integer"));
+    }
+
+    #[test]
+    fn semantic_errors_are_all_reported_with_lines() {
+        let text = r#"
+variables = ["temperature_c", "temperature_c"]
+
+[[sources]]
+kind = "synthetic"
+name = "a"
+stations = 0
+
+[[sources]]
+kind = "file"
+name = "a"
+path = "x.csv"
+
+[[regions]]
+name = "r"
+wkt = "POINT(1 2)"
+
+[aggregates.temporal.retention]
+hour = "2h"
+minute = "1h"
+"#;
+        // `minute` is not a bucket width: a parse error comes first.
+        let errors = ValidConfig::from_toml(text).unwrap_err();
+        assert!(errors.to_string().contains("minute"), "{errors}");
+
+        let text = text.replace("minute = \"1h\"\n", "");
+        let text = text.replace("hour = \"2h\"", "hour = \"2h\"\n[aggregates.temporal]\n");
+        let errors =
+            ValidConfig::from_toml(&text.replace("\n[aggregates.temporal]\n", "")).unwrap_err();
+        let keys: Vec<_> = errors.0.iter().map(|e| e.key.as_str()).collect();
+        assert!(keys.contains(&"variables[1]"), "{errors}");
+        assert!(keys.contains(&"sources[0].stations"), "{errors}");
+        assert!(keys.contains(&"sources[1].name"), "{errors}");
+        assert!(keys.contains(&"regions[0].wkt"), "{errors}");
+        let stations = errors
+            .0
+            .iter()
+            .find(|e| e.key == "sources[0].stations")
+            .unwrap();
+        assert_eq!(stations.line, Some(7), "{errors}");
+        let wkt = errors.0.iter().find(|e| e.key == "regions[0].wkt").unwrap();
+        assert_eq!(wkt.line, Some(16), "{errors}");
+    }
+
+    #[test]
+    fn distinct_fields_default_to_all_categoricals() {
+        let text = r#"
+categorical = ["species", "gear"]
+[[sources]]
+kind = "file"
+name = "f"
+path = "x.csv"
+"#;
+        let valid = ValidConfig::from_toml(text).unwrap();
+        assert_eq!(valid.distinct_fields(), ["species", "gear"]);
+        let bad = format!("{text}\n[aggregates.regional]\ndistinct = [\"colour\"]\n");
+        let errors = ValidConfig::from_toml(&bad).unwrap_err();
+        assert_eq!(errors.0[0].key, "aggregates.regional.distinct[0]");
+    }
+}
