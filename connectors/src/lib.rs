@@ -1,1 +1,192 @@
-//! placeholder
+//! Connectors: everything that moves bytes across the process boundary.
+//!
+//! Every source turns its input into Arrow `RecordBatch`es in the canonical observation schema
+//! ([`oceanflow_config::schema`]) and reports the rows it could not convert as [`Rejected`]
+//! values with a [`RejectReason`] — bad rows are data, never panics or silent drops.
+//!
+//! Layout:
+//! - [`file`]: CSV, Parquet, Arrow IPC (stream and file) and NDJSON files, one path or a glob.
+//! - [`synthetic`]: the seeded generator shaped like the ODP tutorial data.
+//! - [`canonical`]: converting a source batch into the canonical schema through a column
+//!   mapping, with per-row validation (time, numbers, position ranges).
+//! - [`dead_letter`]: the NDJSON dead-letter writer.
+//!
+//! A source is split into [`Partition`]s. A partition is the unit a timely worker reads and the
+//! unit of lateness: its rows are judged late against the newest event time *of that
+//! partition*, so results do not depend on how partitions are spread over workers.
+
+pub mod canonical;
+pub mod dead_letter;
+pub mod file;
+pub mod synthetic;
+
+use arrow_array::RecordBatch;
+use serde::Serialize;
+
+/// Why a row was rejected. A small fixed set: it is a metric label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RejectReason {
+    /// The record could not be decoded at all (malformed CSV line, invalid JSON).
+    Malformed,
+    /// The event time is missing.
+    MissingTime,
+    /// The event time could not be parsed or is out of the representable range.
+    UnparseableTime,
+    /// The station id is missing or empty.
+    MissingStation,
+    /// A numeric column holds a value that is not a number.
+    NonNumeric,
+    /// Latitude outside [-90, 90] (or not finite).
+    LatitudeOutOfRange,
+    /// Longitude outside [-180, 180] (or not finite).
+    LongitudeOutOfRange,
+    /// Older than the partition's watermark (newest event time minus the allowed lateness).
+    TooLate,
+}
+
+impl RejectReason {
+    /// Every reason, for pre-registering metric series.
+    pub const ALL: [RejectReason; 8] = [
+        RejectReason::Malformed,
+        RejectReason::MissingTime,
+        RejectReason::UnparseableTime,
+        RejectReason::MissingStation,
+        RejectReason::NonNumeric,
+        RejectReason::LatitudeOutOfRange,
+        RejectReason::LongitudeOutOfRange,
+        RejectReason::TooLate,
+    ];
+
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RejectReason::Malformed => "malformed",
+            RejectReason::MissingTime => "missing_time",
+            RejectReason::UnparseableTime => "unparseable_time",
+            RejectReason::MissingStation => "missing_station",
+            RejectReason::NonNumeric => "non_numeric",
+            RejectReason::LatitudeOutOfRange => "latitude_out_of_range",
+            RejectReason::LongitudeOutOfRange => "longitude_out_of_range",
+            RejectReason::TooLate => "too_late",
+        }
+    }
+}
+
+/// A rejected row, as written to the dead-letter output.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Rejected {
+    /// Source name from the config.
+    pub source: String,
+    /// Partition the row came from (e.g. `data/a.csv` or `data/a.parquet#rg3`).
+    pub partition: String,
+    /// 0-based row (or line, for text formats) index within the partition, when known.
+    pub row: Option<u64>,
+    /// Why it was rejected.
+    pub reason: RejectReason,
+    /// Human-readable detail: the column and the offending value.
+    pub detail: String,
+    /// The original record, as text (the raw line, or the row's values as JSON).
+    pub record: String,
+}
+
+/// A batch read from a partition: canonical rows plus the rows rejected while converting.
+#[derive(Debug, Clone)]
+pub struct SourceBatch {
+    /// Rows in the canonical observation schema; may have zero rows.
+    pub batch: RecordBatch,
+    /// Rows that could not be converted, with reasons.
+    pub rejected: Vec<Rejected>,
+    /// Bytes of input consumed for this batch (for metrics), when known.
+    pub bytes: u64,
+}
+
+/// Errors that stop a partition (I/O failures, unreadable files). Bad rows are not errors:
+/// they come back as [`Rejected`].
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    /// The path or glob matched nothing, or the glob is invalid.
+    #[error("source {source_name}: {message}")]
+    NoInput {
+        /// Source name.
+        source_name: String,
+        /// What went wrong.
+        message: String,
+    },
+    /// The format could not be determined from the extension.
+    #[error("{path}: cannot tell the format from the extension; set `format` on the source")]
+    UnknownFormat {
+        /// The file.
+        path: String,
+    },
+    /// A file could not be opened or read.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: String,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file is not valid in its format (e.g. a broken Parquet footer).
+    #[error("{path}: {source}")]
+    Arrow {
+        /// The file.
+        path: String,
+        /// The cause.
+        #[source]
+        source: arrow_schema::ArrowError,
+    },
+    /// A required column is missing from the file.
+    #[error("{path}: column {column:?} (mapped to {canonical:?}) is not in the file; found {found:?}")]
+    MissingColumn {
+        /// The file.
+        path: String,
+        /// The source column the mapping names.
+        column: String,
+        /// The canonical column it maps to.
+        canonical: String,
+        /// The columns the file has.
+        found: Vec<String>,
+    },
+    /// Any other failure of the source, with context.
+    #[error("{context}: {message}")]
+    Other {
+        /// Where.
+        context: String,
+        /// What.
+        message: String,
+    },
+}
+
+/// What a partition reader yields on each poll.
+#[derive(Debug)]
+pub enum Poll {
+    /// A batch (possibly with zero good rows when every row was rejected).
+    Batch(SourceBatch),
+    /// Nothing right now (a rate-limited or live source); poll again later.
+    Idle,
+    /// The partition is exhausted.
+    Finished,
+}
+
+/// A readable unit of a source. Readers are pulled by a timely worker thread; they never block
+/// for long (a live source returns [`Poll::Idle`] instead).
+pub trait PartitionReader: Send {
+    /// Reads the next batch.
+    fn poll(&mut self) -> Result<Poll, SourceError>;
+}
+
+/// One partition of a source, not yet opened.
+pub struct Partition {
+    /// Stable identity, e.g. `data/a.parquet#rg3`; the same on every run and worker count.
+    pub id: String,
+    /// Opens the partition.
+    pub open: Box<dyn FnOnce() -> Result<Box<dyn PartitionReader>, SourceError> + Send>,
+}
+
+impl std::fmt::Debug for Partition {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Partition").field("id", &self.id).finish()
+    }
+}
