@@ -77,6 +77,11 @@ pub struct FileSourceConfig {
     pub batch_rows: usize,
 }
 
+impl FileSourceConfig {
+    /// Rows per decoded batch unless the config says otherwise.
+    pub const DEFAULT_BATCH_ROWS: usize = 65_536;
+}
+
 /// The synthetic tutorial-shaped generator.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -173,7 +178,7 @@ pub struct DeadLetterConfig {
 }
 
 fn default_batch_rows() -> usize {
-    65_536
+    FileSourceConfig::DEFAULT_BATCH_ROWS
 }
 fn default_synthetic_batch_rows() -> usize {
     4_096

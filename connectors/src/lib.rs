@@ -5,7 +5,8 @@
 //! values with a [`RejectReason`] — bad rows are data, never panics or silent drops.
 //!
 //! Layout:
-//! - [`file`]: CSV, Parquet, Arrow IPC (stream and file) and NDJSON files, one path or a glob.
+//! - [`file`](mod@file): CSV, Parquet, Arrow IPC (stream and file) and NDJSON files, one path
+//!   or a glob.
 //! - [`synthetic`]: the seeded generator shaped like the ODP tutorial data.
 //! - [`canonical`]: converting a source batch into the canonical schema through a column
 //!   mapping, with per-row validation (time, numbers, position ranges).
@@ -138,7 +139,9 @@ pub enum SourceError {
         source: arrow_schema::ArrowError,
     },
     /// A required column is missing from the file.
-    #[error("{path}: column {column:?} (mapped to {canonical:?}) is not in the file; found {found:?}")]
+    #[error(
+        "{path}: column {column:?} (mapped to {canonical:?}) is not in the file; found {found:?}"
+    )]
     MissingColumn {
         /// The file.
         path: String,
@@ -188,5 +191,21 @@ pub struct Partition {
 impl std::fmt::Debug for Partition {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Partition").field("id", &self.id).finish()
+    }
+}
+
+/// The partitions of a configured source: the single dispatch over source kinds.
+pub fn partitions(
+    source: &oceanflow_config::SourceConfig,
+    variables: &[String],
+    categorical: &[String],
+) -> Result<Vec<Partition>, SourceError> {
+    match source {
+        oceanflow_config::SourceConfig::File(cfg) => {
+            file::file_partitions(cfg, variables, categorical)
+        }
+        oceanflow_config::SourceConfig::Synthetic(cfg) => {
+            synthetic::synthetic_partitions(cfg, variables, categorical)
+        }
     }
 }

@@ -1,0 +1,122 @@
+//! A growable read buffer over a text file, shared by the CSV and NDJSON readers.
+//!
+//! Readers scan records in `buf[pos..]`, call [`TextInput::fill`] when a record is cut off at
+//! the end of the buffer, and [`TextInput::compact`] between batches, so the buffer holds one
+//! batch of records plus one partial record.
+
+use std::fs::File;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use super::io_error;
+use crate::canonical::{Canonicalizer, RowOrigin};
+use crate::{RejectReason, Rejected, SourceError};
+
+/// Bytes read from the file at a time.
+const READ_BLOCK: usize = 1 << 20;
+
+/// The file, its unread bytes and how far the reader got.
+#[derive(Debug)]
+pub(super) struct TextInput {
+    path: PathBuf,
+    file: File,
+    /// Bytes read but not yet dropped; `buf[..pos]` is consumed.
+    pub buf: Vec<u8>,
+    /// Start of the unconsumed bytes.
+    pub pos: usize,
+    /// The file has no more bytes.
+    pub eof: bool,
+}
+
+impl TextInput {
+    /// Opens `path`, skipping a UTF-8 byte-order mark.
+    pub fn open(path: &Path) -> Result<Self, SourceError> {
+        let file = File::open(path).map_err(|e| io_error(path, e))?;
+        let mut input = TextInput {
+            path: path.to_path_buf(),
+            file,
+            buf: Vec::new(),
+            pos: 0,
+            eof: false,
+        };
+        while input.buf.len() < 3 && input.fill()? {}
+        if input.buf.starts_with(b"\xEF\xBB\xBF") {
+            input.pos = 3;
+        }
+        Ok(input)
+    }
+
+    /// The unconsumed bytes.
+    pub fn rest(&self) -> &[u8] {
+        &self.buf[self.pos..]
+    }
+
+    /// Reads one more block; returns `false` at the end of the file.
+    pub fn fill(&mut self) -> Result<bool, SourceError> {
+        if self.eof {
+            return Ok(false);
+        }
+        let len = self.buf.len();
+        self.buf.resize(len + READ_BLOCK, 0);
+        let read = loop {
+            match self.file.read(&mut self.buf[len..]) {
+                Ok(n) => break n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    self.buf.truncate(len);
+                    return Err(io_error(&self.path, e));
+                }
+            }
+        };
+        self.buf.truncate(len + read);
+        self.eof = read == 0;
+        Ok(!self.eof)
+    }
+
+    /// Drops the consumed bytes.
+    pub fn compact(&mut self) {
+        self.buf.drain(..self.pos);
+        self.pos = 0;
+    }
+}
+
+/// Strips one trailing `\r` (CRLF line ends).
+pub(super) fn trim_cr(line: &[u8]) -> &[u8] {
+    line.strip_suffix(b"\r").unwrap_or(line)
+}
+
+/// A line that could not be decoded.
+#[derive(Debug, Clone, PartialEq)]
+pub(super) struct Malformed {
+    /// 0-based line number.
+    pub line: u64,
+    /// The raw line (invalid UTF-8 replaced).
+    pub raw: String,
+    /// What is wrong with it.
+    pub detail: String,
+}
+
+/// The malformed lines of a chunk as [`Rejected`] rows.
+pub(super) fn malformed_rejections<'a>(
+    canon: &'a Canonicalizer,
+    partition: &'a str,
+    malformed: Vec<Malformed>,
+) -> impl Iterator<Item = Rejected> + 'a {
+    malformed.into_iter().map(move |m| Rejected {
+        source: canon.source().to_string(),
+        partition: partition.to_string(),
+        row: Some(m.line),
+        reason: RejectReason::Malformed,
+        detail: m.detail,
+        record: m.raw,
+    })
+}
+
+/// Batch rows numbered by the file lines they came from.
+pub(super) struct LineNumbers<'a>(pub &'a [u64]);
+
+impl RowOrigin for LineNumbers<'_> {
+    fn row(&self, index: usize) -> u64 {
+        self.0.get(index).copied().unwrap_or_default()
+    }
+}

@@ -1,0 +1,73 @@
+//! `oceanflow run --input PATH`: the notebook replacement in one line. The given files replace
+//! the config's sources (default column mapping: the tutorial's names), and every other text
+//! column of the files (e.g. `species`) becomes a categorical field counted distinct per region
+//! — unless the config lists its distinct fields explicitly.
+
+use oceanflow_config::{ColumnMapping, ConfigErrors, FileSourceConfig, SourceConfig, ValidConfig};
+use oceanflow_connectors::file::probe_string_columns;
+use oceanflow_connectors::SourceError;
+
+/// Why `--input` could not be turned into a configuration.
+#[derive(Debug, thiserror::Error)]
+pub enum InputsError {
+    /// A file could not be probed.
+    #[error("--input {path}: {source}")]
+    Probe {
+        /// The path or glob.
+        path: String,
+        /// The cause.
+        #[source]
+        source: SourceError,
+    },
+    /// The resulting configuration is invalid.
+    #[error("--input: {0}")]
+    Config(#[from] ConfigErrors),
+}
+
+/// Replaces the sources of `base` with one file source per input path or glob.
+pub fn with_inputs(base: ValidConfig, inputs: &[String]) -> Result<ValidConfig, InputsError> {
+    if inputs.is_empty() {
+        return Ok(base);
+    }
+    let mut config = base.into_config();
+    let mapping = ColumnMapping::default();
+    let discover = config.aggregates.regional.distinct.is_none();
+    config.sources = inputs
+        .iter()
+        .enumerate()
+        .map(|(i, path)| {
+            SourceConfig::File(FileSourceConfig {
+                name: format!("input-{i}"),
+                path: path.clone(),
+                format: None,
+                mapping: mapping.clone(),
+                batch_rows: FileSourceConfig::DEFAULT_BATCH_ROWS,
+            })
+        })
+        .collect();
+    if discover {
+        for path in inputs {
+            let columns =
+                probe_string_columns(path, None).map_err(|source| InputsError::Probe {
+                    path: path.clone(),
+                    source,
+                })?;
+            for column in columns {
+                let fixed = [
+                    mapping.time.as_str(),
+                    mapping.station.as_str(),
+                    mapping.latitude.as_str(),
+                    mapping.longitude.as_str(),
+                ];
+                if !fixed.contains(&column.as_str())
+                    && !config.variables.contains(&column)
+                    && !config.categorical.contains(&column)
+                {
+                    tracing::info!(%column, "Counting distinct values of text column per region.");
+                    config.categorical.push(column);
+                }
+            }
+        }
+    }
+    Ok(ValidConfig::try_from_config(config)?)
+}

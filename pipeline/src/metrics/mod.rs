@@ -1,0 +1,164 @@
+//! The pipeline's own health metrics, registered in a registry that is passed in (so tests can
+//! use their own). Updated per batch, never per row.
+
+pub mod names;
+
+use oceanflow_connectors::RejectReason;
+use prometheus::{IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
+
+/// Health metrics of sources, dead letters and dataflow state.
+#[derive(Clone)]
+pub struct PipelineMetrics {
+    /// See [`names::SOURCE_ROWS`].
+    pub source_rows: IntCounterVec,
+    /// See [`names::SOURCE_REJECTED`].
+    pub source_rejected: IntCounterVec,
+    /// See [`names::SOURCE_LATE`].
+    pub source_late: IntCounterVec,
+    /// See [`names::SOURCE_BATCHES`].
+    pub source_batches: IntCounterVec,
+    /// See [`names::SOURCE_BYTES`].
+    pub source_bytes: IntCounterVec,
+    /// See [`names::SOURCE_ERRORS`].
+    pub source_errors: IntCounterVec,
+    /// See [`names::SOURCE_PARTITIONS_FINISHED`].
+    pub source_partitions_finished: IntCounterVec,
+    /// See [`names::SOURCE_WATERMARK`].
+    pub source_watermark: IntGaugeVec,
+    /// See [`names::DEAD_LETTER_ROWS`].
+    pub dead_letter_rows: IntCounter,
+    /// See [`names::FRONTIER`].
+    pub frontier: IntGauge,
+    /// See [`names::STATE_KEYS`].
+    pub state_keys: IntGaugeVec,
+    /// See [`names::EXPIRED_BUCKETS`].
+    pub expired_buckets: IntCounterVec,
+}
+
+impl PipelineMetrics {
+    /// Registers every metric in `registry` and pre-creates the series of each source, so a
+    /// source with no rejections shows zeros rather than nothing.
+    pub fn register(registry: &Registry, sources: &[String]) -> prometheus::Result<Self> {
+        fn counter_vec(
+            registry: &Registry,
+            name: &str,
+            help: &str,
+            labels: &[&str],
+        ) -> prometheus::Result<IntCounterVec> {
+            let c = IntCounterVec::new(Opts::new(name, help), labels)?;
+            registry.register(Box::new(c.clone()))?;
+            Ok(c)
+        }
+        fn gauge_vec(
+            registry: &Registry,
+            name: &str,
+            help: &str,
+            labels: &[&str],
+        ) -> prometheus::Result<IntGaugeVec> {
+            let g = IntGaugeVec::new(Opts::new(name, help), labels)?;
+            registry.register(Box::new(g.clone()))?;
+            Ok(g)
+        }
+        let source = &["source"];
+        let metrics = PipelineMetrics {
+            source_rows: counter_vec(
+                registry,
+                names::SOURCE_ROWS,
+                "Rows accepted into the aggregates.",
+                source,
+            )?,
+            source_rejected: counter_vec(
+                registry,
+                names::SOURCE_REJECTED,
+                "Rows rejected, by reason.",
+                &["source", "reason"],
+            )?,
+            source_late: counter_vec(
+                registry,
+                names::SOURCE_LATE,
+                "Out-of-order rows accepted within the allowed lateness.",
+                source,
+            )?,
+            source_batches: counter_vec(registry, names::SOURCE_BATCHES, "Batches read.", source)?,
+            source_bytes: counter_vec(
+                registry,
+                names::SOURCE_BYTES,
+                "Input bytes consumed.",
+                source,
+            )?,
+            source_errors: counter_vec(
+                registry,
+                names::SOURCE_ERRORS,
+                "Partitions that stopped with an error.",
+                source,
+            )?,
+            source_partitions_finished: counter_vec(
+                registry,
+                names::SOURCE_PARTITIONS_FINISHED,
+                "Partitions read to the end.",
+                source,
+            )?,
+            source_watermark: gauge_vec(
+                registry,
+                names::SOURCE_WATERMARK,
+                "Event-time watermark of the source, Unix seconds.",
+                source,
+            )?,
+            dead_letter_rows: {
+                let c = IntCounter::new(
+                    names::DEAD_LETTER_ROWS,
+                    "Rows written to the dead-letter output.",
+                )?;
+                registry.register(Box::new(c.clone()))?;
+                c
+            },
+            frontier: {
+                let g = IntGauge::new(
+                    names::FRONTIER,
+                    "Event time up to which every aggregate is final, Unix seconds.",
+                )?;
+                registry.register(Box::new(g.clone()))?;
+                g
+            },
+            state_keys: gauge_vec(
+                registry,
+                names::STATE_KEYS,
+                "Live aggregate keys per family.",
+                &["family"],
+            )?,
+            expired_buckets: counter_vec(
+                registry,
+                names::EXPIRED_BUCKETS,
+                "Buckets dropped from the live aggregates by retention.",
+                &["grouping"],
+            )?,
+        };
+        let build_info = IntGaugeVec::new(
+            Opts::new(names::BUILD_INFO, "Constant 1, labelled with the version."),
+            &["version"],
+        )?;
+        registry.register(Box::new(build_info.clone()))?;
+        build_info
+            .with_label_values(&[env!("CARGO_PKG_VERSION")])
+            .set(1);
+        for s in sources {
+            for c in [
+                &metrics.source_rows,
+                &metrics.source_late,
+                &metrics.source_batches,
+                &metrics.source_bytes,
+                &metrics.source_errors,
+                &metrics.source_partitions_finished,
+            ] {
+                c.with_label_values(&[s]).reset();
+            }
+            for reason in RejectReason::ALL {
+                metrics
+                    .source_rejected
+                    .with_label_values(&[s.as_str(), reason.as_str()])
+                    .reset();
+            }
+        }
+        Ok(metrics)
+    }
+}

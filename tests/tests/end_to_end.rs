@@ -1,0 +1,406 @@
+//! End to end through the `oceanflow` binary: the same observations written as CSV, NDJSON,
+//! Parquet, Arrow IPC stream and Arrow IPC file → `run --input F --once --output` → every
+//! aggregate family equals the batch oracle, for 1 and 4 workers; bad rows are rejected by
+//! reason and dead-lettered while the good rows are aggregated.
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+
+use arrow_array::{ArrayRef, Float64Array, RecordBatch, StringArray, TimestampMicrosecondArray};
+use arrow_schema::{DataType, Field, Schema, TimeUnit};
+use oceanflow_tests::oceanflow_bin;
+use oceanflow_tests::oracle::{compute, OracleSpec, Row};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use serde_json::Value;
+
+const START_US: i64 = 1_577_836_800_000_000; // 2020-01-01T00:00:00Z
+const MINUTE_US: i64 = 60_000_000;
+const SPECIES: [&str; 12] = [
+    "Gadus morhua",
+    "Clupea harengus",
+    "Calanus finmarchicus",
+    "Pandalus borealis",
+    "Sebastes mentella",
+    "Mallotus villosus",
+    "Scomber scombrus",
+    "Melanogrammus aeglefinus",
+    "Pollachius virens",
+    "Reinhardtius hippoglossoides",
+    "Boreogadus saida",
+    "Micromesistius poutassou",
+];
+
+/// Tutorial-shaped rows with the awkward cases in them: out-of-order times within the allowed
+/// lateness, duplicate timestamps, missing values, points on region edges and corners, points
+/// outside every region, and rows without species.
+fn rows(n: usize, seed: u64) -> Vec<Row> {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    (0..n)
+        .map(|i| {
+            let jitter = rng.random_range(-30..=0) * MINUTE_US;
+            // 3 minutes apart: 25 days, inside the default 30-day retention of hourly buckets.
+            let time_us = START_US + (i as i64) * 3 * MINUTE_US + jitter;
+            let (lat, lon) = match i % 50 {
+                0 => (62.0, 9.0),   // corner shared by north_sea and norwegian_sea
+                1 => (55.0, -5.0),  // west edge of north_sea
+                2 => (75.0, 15.0),  // on barents_sea's west edge
+                3 => (10.0, 100.0), // outside every region
+                _ => (rng.random_range(50.0..80.0), rng.random_range(-6.0..40.0)),
+            };
+            let mut maybe = |v: f64| (rng.random_range(0..20) != 0).then_some(v);
+            let values = [
+                8.0 + (i % 97) as f64 * 0.17 - 8.0,
+                35.0 + (i % 13) as f64 * 0.07 - 0.5,
+                [5.0, 10.0, 25.0, 50.0, 100.0, 200.0][i % 6],
+                7.0 + (i % 11) as f64 * 0.09 - 0.5,
+            ];
+            let vars = values.iter().map(|v| maybe(*v)).collect();
+            let species =
+                (i % 9 != 0).then(|| SPECIES[rng.random_range(0..SPECIES.len())].to_string());
+            Row {
+                time_us,
+                station: format!("STATION-{:03}", rng.random_range(0..7)),
+                lat: Some(lat),
+                lon: Some(lon),
+                vars,
+                cats: vec![species],
+            }
+        })
+        .collect()
+}
+
+fn batch(rows: &[Row]) -> RecordBatch {
+    let schema = Arc::new(Schema::new(vec![
+        Field::new(
+            "timestamp",
+            // "+00:00" rather than "UTC": arrow's CSV writer formats named zones only with
+            // chrono-tz. Parquet/IPC files with "UTC" are covered by the connector tests.
+            DataType::Timestamp(TimeUnit::Microsecond, Some("+00:00".into())),
+            false,
+        ),
+        Field::new("station_id", DataType::Utf8, false),
+        Field::new("latitude", DataType::Float64, true),
+        Field::new("longitude", DataType::Float64, true),
+        Field::new("temperature_c", DataType::Float64, true),
+        Field::new("salinity_psu", DataType::Float64, true),
+        Field::new("depth_m", DataType::Float64, true),
+        Field::new("dissolved_oxygen", DataType::Float64, true),
+        Field::new("species", DataType::Utf8, true),
+    ]));
+    let var = |i: usize| -> ArrayRef {
+        Arc::new(rows.iter().map(|r| r.vars[i]).collect::<Float64Array>())
+    };
+    let columns: Vec<ArrayRef> = vec![
+        Arc::new(
+            TimestampMicrosecondArray::from(rows.iter().map(|r| r.time_us).collect::<Vec<_>>())
+                .with_timezone("+00:00"),
+        ),
+        Arc::new(
+            rows.iter()
+                .map(|r| Some(r.station.as_str()))
+                .collect::<StringArray>(),
+        ),
+        Arc::new(rows.iter().map(|r| r.lat).collect::<Float64Array>()),
+        Arc::new(rows.iter().map(|r| r.lon).collect::<Float64Array>()),
+        var(0),
+        var(1),
+        var(2),
+        var(3),
+        Arc::new(
+            rows.iter()
+                .map(|r| r.cats[0].as_deref())
+                .collect::<StringArray>(),
+        ),
+    ];
+    RecordBatch::try_new(schema, columns).expect("valid batch")
+}
+
+fn write_all_formats(dir: &Path, batch: &RecordBatch) -> Vec<PathBuf> {
+    let csv = dir.join("obs.csv");
+    let mut w = arrow_csv::Writer::new(File::create(&csv).unwrap());
+    w.write(batch).unwrap();
+    drop(w);
+
+    let ndjson = dir.join("obs.ndjson");
+    let mut w = arrow_json::LineDelimitedWriter::new(File::create(&ndjson).unwrap());
+    w.write(batch).unwrap();
+    w.finish().unwrap();
+
+    let parquet = dir.join("obs.parquet");
+    let props = parquet::file::properties::WriterProperties::builder()
+        .set_max_row_group_row_count(Some(3_000))
+        .build();
+    let mut w = parquet::arrow::ArrowWriter::try_new(
+        File::create(&parquet).unwrap(),
+        batch.schema(),
+        Some(props),
+    )
+    .unwrap();
+    w.write(batch).unwrap();
+    w.close().unwrap();
+
+    let stream = dir.join("obs.arrows");
+    let mut w =
+        arrow_ipc::writer::StreamWriter::try_new(File::create(&stream).unwrap(), &batch.schema())
+            .unwrap();
+    for offset in (0..batch.num_rows()).step_by(4_000) {
+        w.write(&batch.slice(offset, 4_000.min(batch.num_rows() - offset)))
+            .unwrap();
+    }
+    w.finish().unwrap();
+
+    let file = dir.join("obs.arrow");
+    let mut w =
+        arrow_ipc::writer::FileWriter::try_new(File::create(&file).unwrap(), &batch.schema())
+            .unwrap();
+    w.write(batch).unwrap();
+    w.finish().unwrap();
+
+    vec![csv, ndjson, parquet, stream, file]
+}
+
+fn run_once(input: &Path, out: &Path, extra: &[&str]) -> Value {
+    let status = Command::new(oceanflow_bin())
+        .arg("run")
+        .arg("--input")
+        .arg(input)
+        .arg("--once")
+        .arg("--output")
+        .arg(out)
+        .args(extra)
+        .env("OCEANFLOW_LOG", "warn")
+        .status()
+        .expect("oceanflow starts");
+    assert!(
+        status.success(),
+        "oceanflow failed on {}: {status}",
+        input.display()
+    );
+    serde_json::from_slice(&std::fs::read(out).unwrap()).expect("output is JSON")
+}
+
+/// Counts of every row of every table: equal across formats and worker counts, exactly.
+fn counts(doc: &Value) -> Vec<(String, u64)> {
+    let mut out = Vec::new();
+    for table in ["stations", "temporal", "regions"] {
+        for row in doc[table].as_array().unwrap() {
+            let key = format!(
+                "{table}/{}/{}/{}/{}",
+                row["station"], row["grouping"], row["key"], row["region"]
+            );
+            out.push((key, row["count"].as_u64().unwrap()));
+        }
+    }
+    out
+}
+
+#[test]
+fn every_format_and_worker_count_matches_the_oracle() {
+    let rows = rows(12_000, 7);
+    let expected = compute(&OracleSpec::tutorial(&["species"]), &rows);
+    let dir = tempfile::tempdir().unwrap();
+    let inputs = write_all_formats(dir.path(), &batch(&rows));
+    let mut reference = None;
+    for input in &inputs {
+        for workers in ["1", "4"] {
+            let out = dir.path().join(format!(
+                "{}-{workers}.json",
+                input.file_name().unwrap().to_string_lossy()
+            ));
+            let doc = run_once(input, &out, &["--workers", workers]);
+            let problems = expected.diff(&doc);
+            assert!(
+                problems.is_empty(),
+                "{} with {workers} worker(s): {} differences, first: {:#?}",
+                input.display(),
+                problems.len(),
+                &problems[..problems.len().min(10)]
+            );
+            let c = counts(&doc);
+            match &reference {
+                None => reference = Some(c),
+                Some(r) => assert_eq!(r, &c, "{} with {workers} worker(s)", input.display()),
+            }
+        }
+    }
+}
+
+#[test]
+fn bad_rows_are_counted_by_reason_dead_lettered_and_the_rest_aggregated() {
+    let dir = tempfile::tempdir().unwrap();
+    let csv = dir.path().join("bad.csv");
+    let header = "timestamp,station_id,latitude,longitude,temperature_c,salinity_psu,depth_m,dissolved_oxygen";
+    let lines = [
+        "2020-01-01T03:00:00Z,S1,60.0,5.0,8.5,35.0,10,7.0",
+        "2020-01-01T03:01:00Z,S1,60.0,5.0,NaN,35.1,10,7.1", // NaN: missing, row kept
+        "2020-01-01T03:02:00Z,S2,65.0,10.0,,35.2,25,",      // empty: missing, row kept
+        "yesterday,S1,60.0,5.0,8.0,35.0,10,7.0",            // unparseable_time
+        "2020-01-01T03:03:00Z,S1,60.0,5.0,warm,35.0,10,7.0", // non_numeric
+        "2020-01-01T03:04:00Z,S1,95.0,5.0,8.0,35.0,10,7.0", // latitude_out_of_range
+        "2020-01-01T03:05:00Z,S1,60.0,-200.0,8.0,35.0,10,7.0", // longitude_out_of_range
+        "2020-01-01T03:06:00Z,,60.0,5.0,8.0,35.0,10,7.0",   // missing_station
+        "2020-01-01T03:07:00Z,S1,60.0",                     // malformed
+        "2020-01-01T00:30:00Z,S2,60.0,5.0,9.0,35.0,10,7.0", // too_late (> 1 h behind 03:07)
+        "2020-01-01T02:30:00Z,S2,60.0,5.0,9.5,35.0,10,7.0", // late but within lateness: kept
+    ];
+    std::fs::write(&csv, format!("{header}\n{}\n", lines.join("\n"))).unwrap();
+    let dead = dir.path().join("dead.ndjson");
+    let out = dir.path().join("out.json");
+    let doc = run_once(&csv, &out, &["--dead-letter", dead.to_str().unwrap()]);
+
+    let mut reasons: Vec<String> = std::fs::read_to_string(&dead)
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let v: Value = serde_json::from_str(l).expect("dead letters are JSON lines");
+            assert!(!v["record"].as_str().unwrap_or_default().is_empty(), "{l}");
+            assert!(!v["detail"].as_str().unwrap_or_default().is_empty(), "{l}");
+            v["reason"].as_str().unwrap().to_string()
+        })
+        .collect();
+    reasons.sort();
+    assert_eq!(
+        reasons,
+        [
+            "latitude_out_of_range",
+            "longitude_out_of_range",
+            "malformed",
+            "missing_station",
+            "non_numeric",
+            "too_late",
+            "unparseable_time"
+        ]
+    );
+
+    let t = |s: &str| {
+        chrono::DateTime::parse_from_rfc3339(s)
+            .unwrap()
+            .timestamp_micros()
+    };
+    let good = [
+        (
+            "2020-01-01T03:00:00Z",
+            "S1",
+            60.0,
+            5.0,
+            [Some(8.5), Some(35.0), Some(10.0), Some(7.0)],
+        ),
+        (
+            "2020-01-01T03:01:00Z",
+            "S1",
+            60.0,
+            5.0,
+            [None, Some(35.1), Some(10.0), Some(7.1)],
+        ),
+        (
+            "2020-01-01T03:02:00Z",
+            "S2",
+            65.0,
+            10.0,
+            [None, Some(35.2), Some(25.0), None],
+        ),
+        (
+            "2020-01-01T02:30:00Z",
+            "S2",
+            60.0,
+            5.0,
+            [Some(9.5), Some(35.0), Some(10.0), Some(7.0)],
+        ),
+    ];
+    let rows: Vec<Row> = good
+        .iter()
+        .map(|(time, station, lat, lon, vars)| Row {
+            time_us: t(time),
+            station: station.to_string(),
+            lat: Some(*lat),
+            lon: Some(*lon),
+            vars: vars.to_vec(),
+            cats: vec![],
+        })
+        .collect();
+    let problems = compute(&OracleSpec::tutorial(&[]), &rows).diff(&doc);
+    assert!(problems.is_empty(), "{problems:#?}");
+}
+
+#[test]
+fn validate_names_key_and_line_and_config_prints_a_valid_default() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(
+        &bad,
+        "[[sources]]\nkind = \"synthetic\"\nname = \"s\"\nstations = 0\n\n[[regions]]\nname = \"r\"\nwkt = \"POINT(1 2)\"\n",
+    )
+    .unwrap();
+    let out = Command::new(oceanflow_bin())
+        .args(["validate", "--config"])
+        .arg(&bad)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let text = String::from_utf8_lossy(&out.stderr);
+    assert!(text.contains("line 4: sources[0].stations"), "{text}");
+    assert!(text.contains("line 8: regions[0].wkt"), "{text}");
+
+    let out = Command::new(oceanflow_bin())
+        .arg("config")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let default = dir.path().join("default.toml");
+    std::fs::write(&default, &out.stdout).unwrap();
+    let out = Command::new(oceanflow_bin())
+        .args(["validate", "--config"])
+        .arg(&default)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn a_bounded_synthetic_run_repeats_exactly() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("synthetic.toml");
+    let text = String::from_utf8(
+        Command::new(oceanflow_bin())
+            .arg("config")
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap()
+    .replace(
+        "# limit = 1000000          # absent: unbounded",
+        "limit = 20000",
+    );
+    std::fs::write(&config, text).unwrap();
+    let mut docs = Vec::new();
+    for workers in ["1", "3"] {
+        let out = dir.path().join(format!("out-{workers}.json"));
+        let status = Command::new(oceanflow_bin())
+            .args(["run", "--once", "--workers", workers, "--config"])
+            .arg(&config)
+            .arg("--output")
+            .arg(&out)
+            .env("OCEANFLOW_LOG", "warn")
+            .status()
+            .unwrap();
+        assert!(status.success());
+        docs.push(serde_json::from_slice::<Value>(&std::fs::read(&out).unwrap()).unwrap());
+    }
+    let total: u64 = docs[0]["stations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["count"].as_u64().unwrap())
+        .sum();
+    assert_eq!(total, 20_000);
+    assert_eq!(docs[0]["stations"].as_array().unwrap().len(), 50);
+    assert_eq!(counts(&docs[0]), counts(&docs[1]));
+}
