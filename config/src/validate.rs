@@ -273,7 +273,7 @@ impl ValidConfig {
         };
 
         let temporal = &config.aggregates.temporal;
-        for (width, _) in &temporal.retention {
+        for width in temporal.retention.keys() {
             if !temporal.buckets.contains(width) && !temporal.station_buckets.contains(width) {
                 err(
                     format!("aggregates.temporal.retention.{}", width.as_str()),

@@ -24,6 +24,9 @@ pub struct Row {
     pub cats: Vec<Option<String>>,
 }
 
+/// A polygon as rings of (lon, lat); the first ring is the exterior, the others holes.
+pub type Polygon = Vec<Vec<(f64, f64)>>;
+
 /// What the oracle aggregates.
 #[derive(Debug, Clone)]
 pub struct OracleSpec {
@@ -38,7 +41,7 @@ pub struct OracleSpec {
     /// Calendar parts (`month_of_year`, `day_of_week`, `hour_of_day`).
     pub calendar: Vec<&'static str>,
     /// Regions: name and polygons (each polygon: rings of (lon, lat); first ring exterior).
-    pub regions: Vec<(String, Vec<Vec<Vec<(f64, f64)>>>)>,
+    pub regions: Vec<(String, Vec<Polygon>)>,
 }
 
 impl OracleSpec {

@@ -108,8 +108,7 @@ impl Snapshot {
         };
 
         let mut stations = Vec::new();
-        // (grouping order, sort key, station) → row
-        let mut temporal: Vec<((u8, i64, Option<String>), TemporalRow)> = Vec::new();
+        let mut temporal: Vec<(TemporalOrder, TemporalRow)> = Vec::new();
         let mut region_stats: BTreeMap<u32, Stats> = BTreeMap::new();
         let mut distinct: BTreeMap<(u32, u32), u64> = BTreeMap::new();
         for view in views {
@@ -195,6 +194,9 @@ impl Snapshot {
         }
     }
 }
+
+/// Sort key of temporal rows: grouping (fixed order), bucket start or part value, station.
+type TemporalOrder = (u8, i64, Option<String>);
 
 fn pad(mut vars: Vec<VarStats>, len: usize) -> Vec<VarStats> {
     vars.resize(len.max(vars.len()), VarStats::EMPTY);
