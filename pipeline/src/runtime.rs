@@ -228,13 +228,15 @@ pub fn run_worker(worker: &mut Worker, shared: &Shared) {
     publish_frontier(shared, index, &probe);
 }
 
-type Inputs = (
+/// The inputs of the aggregate dataflow and the probe on its outputs.
+pub type Inputs = (
     InputSession<i64, GroupKey, Stats>,
     InputSession<i64, DistinctKey, isize>,
     ProbeHandle<i64>,
 );
 
-fn build_dataflow(worker: &mut Worker, view: Arc<Mutex<AggregateView>>) -> Inputs {
+/// Builds the aggregate dataflow on `worker`; its changelogs maintain `view`.
+pub fn build_dataflow(worker: &mut Worker, view: Arc<Mutex<AggregateView>>) -> Inputs {
     worker.dataflow::<i64, _, _>(|scope| {
         let (groups_in, groups) = scope.new_collection::<GroupKey, Stats>();
         let (distinct_in, values) = scope.new_collection::<DistinctKey, isize>();
