@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use arrow_array::cast::AsArray;
 use arrow_array::types::{
-    Date32Type, Date64Type, Float64Type, Int64Type, TimestampMicrosecondType,
+    Date32Type, Date64Type, Float64Type, Int32Type, Int64Type, TimestampMicrosecondType,
     TimestampMillisecondType, TimestampNanosecondType, TimestampSecondType,
 };
 use arrow_array::{
@@ -198,7 +198,12 @@ impl Canonicalizer {
         }
 
         let good = keep_good_rows(columns, &rejections.flagged).map_err(arrow_err)?;
-        let batch_out = RecordBatch::try_new(self.schema(), good).map_err(arrow_err)?;
+        let schema = if good[1].data_type() == &DataType::Utf8 {
+            self.schema()
+        } else {
+            with_station_type(&self.schema, good[1].data_type())
+        };
+        let batch_out = RecordBatch::try_new(schema, good).map_err(arrow_err)?;
         let rejected = self.rejected_rows(partition, batch, origin, rejections.found);
         Ok(SourceBatch {
             batch: batch_out,
@@ -406,8 +411,42 @@ pub(crate) fn parse_time_text(value: &str) -> Option<i64> {
     }
 }
 
-/// Converts the station column to `Utf8`, rejecting missing or blank ids.
+/// The canonical schema with the station column's encoding replaced.
+fn with_station_type(schema: &SchemaRef, station: &DataType) -> SchemaRef {
+    let mut fields: Vec<_> = schema.fields().iter().cloned().collect();
+    fields[1] = Arc::new(fields[1].as_ref().clone().with_data_type(station.clone()));
+    Arc::new(arrow_schema::Schema::new(fields))
+}
+
+/// Converts the station column to `Utf8`, rejecting missing or blank ids. A
+/// `Dictionary(Int32, Utf8)` column (Parquet's usual encoding) is kept as it is: the operators
+/// intern its few values once instead of hashing a string per row.
 fn convert_station(array: &ArrayRef, rejections: &mut Rejections) -> Result<ArrayRef, ArrowError> {
+    if let Some(dict) = array.as_dictionary_opt::<Int32Type>() {
+        if let Some(values) = dict.values().as_string_opt::<i32>() {
+            // Judge each dictionary value once, then each row by its key.
+            let blank_value: Vec<bool> = values
+                .iter()
+                .map(|v| v.is_none_or(|v| v.trim().is_empty()))
+                .collect();
+            let keys = dict.keys();
+            let blank = |row: usize| {
+                keys.is_null(row)
+                    || usize::try_from(keys.value(row))
+                        .ok()
+                        .and_then(|k| blank_value.get(k))
+                        .is_none_or(|b| *b)
+            };
+            if blank_value.iter().any(|b| *b) || keys.null_count() > 0 {
+                for row in (0..keys.len()).filter(|row| blank(*row)) {
+                    rejections.add(row, RejectReason::MissingStation, || {
+                        "no station id".to_string()
+                    });
+                }
+            }
+            return Ok(Arc::clone(array));
+        }
+    }
     let text = as_utf8(array)?;
     for (row, value) in text.as_string::<i32>().iter().enumerate() {
         if value.is_none_or(|v| v.trim().is_empty()) {

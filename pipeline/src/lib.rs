@@ -219,8 +219,12 @@ async fn terminate_signal() {
     let _ = tokio::signal::ctrl_c().await;
 }
 
-/// Where a finished `--once` run's aggregates go.
+/// Writes a finished `--once` run's aggregates as compact JSON, streamed (the document of a
+/// long run with every family on holds hundreds of thousands of rows).
 pub fn write_output(path: &PathBuf, snapshot: &Snapshot) -> std::io::Result<()> {
-    let text = serde_json::to_string_pretty(snapshot).map_err(std::io::Error::other)?;
-    std::fs::write(path, text + "\n")
+    use std::io::Write;
+    let mut out = std::io::BufWriter::new(std::fs::File::create(path)?);
+    serde_json::to_writer(&mut out, snapshot).map_err(std::io::Error::other)?;
+    out.write_all(b"\n")?;
+    out.flush()
 }
