@@ -293,7 +293,7 @@ fn out_of_range_arrow_times_are_unparseable_and_null_times_missing() {
 }
 
 #[test]
-fn dictionary_and_integer_stations_become_text() {
+fn dictionary_stations_stay_dictionaries_and_integer_stations_become_text() {
     let dictionary: DictionaryArray<Int32Type> = vec!["A", "B", "A"].into_iter().collect();
     let batch = batch_of(vec![
         ("timestamp", Arc::new(Int64Array::from(vec![0, 0, 0]))),
@@ -301,8 +301,14 @@ fn dictionary_and_integer_stations_become_text() {
         ("species", Arc::new(Int32Array::from(vec![7, 8, 9]))),
     ]);
     let out = canon().convert("p", 0, &batch).unwrap();
-    let station: Vec<_> = out.batch.column(1).as_string::<i32>().iter().collect();
-    assert_eq!(station, [Some("A"), Some("B"), Some("A")]);
+    let station = out.batch.column(1).as_dictionary::<Int32Type>();
+    let values = station.values().as_string::<i32>();
+    let station: Vec<_> = station
+        .keys()
+        .iter()
+        .map(|k| values.value(k.unwrap() as usize))
+        .collect();
+    assert_eq!(station, ["A", "B", "A"]);
     let species: Vec<_> = out.batch.column(6).as_string::<i32>().iter().collect();
     assert_eq!(species, [Some("7"), Some("8"), Some("9")]);
 
@@ -370,4 +376,25 @@ fn mapping_renames_source_columns() {
     ]);
     let out = canon.convert("p", 0, &batch).unwrap();
     assert_eq!(floats(&out.batch, "temperature_c"), [Some(3.5)]);
+}
+
+#[test]
+fn blank_or_null_dictionary_stations_are_rejected() {
+    let dictionary: DictionaryArray<Int32Type> = vec![Some("A"), None, Some(" "), Some("A")]
+        .into_iter()
+        .collect();
+    let batch = batch_of(vec![
+        ("timestamp", Arc::new(Int64Array::from(vec![0, 0, 0, 0]))),
+        ("station_id", Arc::new(dictionary)),
+    ]);
+    let out = canon().convert("p", 0, &batch).unwrap();
+    assert_eq!(out.batch.num_rows(), 2);
+    let rows: Vec<_> = out.rejected.iter().map(|r| (r.row, r.reason)).collect();
+    assert_eq!(
+        rows,
+        [
+            (Some(1), RejectReason::MissingStation),
+            (Some(2), RejectReason::MissingStation)
+        ]
+    );
 }
