@@ -8,7 +8,7 @@
 //! time at its minimum. When the probe passes time `t`, every aggregate over events before `t`
 //! is final.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -147,13 +147,18 @@ pub fn run_worker(worker: &mut Worker, shared: &Shared) {
     let view = Arc::clone(&shared.views[index]);
     let (mut groups_in, mut distinct_in, probe) = build_dataflow(worker, view);
 
-    let mut open = open_partitions(shared, index, peers, lateness_us);
+    let mut pending = plan_partitions(shared, index, peers);
+    let mut open: Vec<OpenPartition> = Vec::new();
     let mut preagg = PreAggregator::new(spec);
     let mut partials = Partials::default();
     let mut time = i64::MIN;
     let mut expired_at = i64::MIN;
 
-    while !open.is_empty() && !shared.shutdown.load(Ordering::Relaxed) {
+    loop {
+        refill(shared, &mut pending, &mut open, lateness_us);
+        if open.is_empty() || shared.shutdown.load(Ordering::Relaxed) {
+            break;
+        }
         let mut progressed = false;
         let mut i = 0;
         while i < open.len() {
@@ -195,11 +200,14 @@ pub fn run_worker(worker: &mut Worker, shared: &Shared) {
             }
         }
 
-        // Advance to the lowest watermark of what is still open (a partition without one holds
-        // the time at its minimum); with nothing open the inputs are closed below.
+        // Advance to the lowest watermark of what is still open (a partition without one, or
+        // one not opened yet, holds the time at its minimum); with nothing left the inputs are
+        // closed below.
+        let unopened = pending.iter().any(|p| !p.parts.is_empty());
         let next = open
             .iter()
             .map(|p| p.watermark.watermark().unwrap_or(i64::MIN))
+            .chain(unopened.then_some(i64::MIN))
             .min()
             .map(|w| coarsen(w, granularity_us))
             .unwrap_or(time);
@@ -252,20 +260,21 @@ pub fn build_dataflow(worker: &mut Worker, view: Arc<Mutex<AggregateView>>) -> I
     })
 }
 
-/// Opens the partitions of every source that fall to this worker (round-robin over the global,
-/// deterministic partition order).
-fn open_partitions(
-    shared: &Shared,
-    index: usize,
-    peers: usize,
-    lateness_us: i64,
-) -> Vec<OpenPartition> {
+/// The partitions of one source that fall to this worker, not yet opened.
+struct Pending {
+    source_index: usize,
+    source: String,
+    parts: VecDeque<Partition>,
+}
+
+/// Lists the partitions of every source and keeps this worker's share (round-robin over the
+/// global, deterministic partition order).
+fn plan_partitions(shared: &Shared, index: usize, peers: usize) -> Vec<Pending> {
     let config = shared.config.config();
-    let mut open = Vec::new();
+    let mut pending = Vec::new();
     let mut global = 0usize;
     for (source_index, source) in config.sources.iter().enumerate() {
-        let parts: Vec<Partition> = match partitions(source, &config.variables, &config.categorical)
-        {
+        let parts = match partitions(source, &config.variables, &config.categorical) {
             Ok(parts) => parts,
             Err(error) => {
                 if index == 0 {
@@ -280,34 +289,58 @@ fn open_partitions(
                 continue;
             }
         };
+        let mut mine = VecDeque::new();
         for part in parts {
-            let mine = global % peers == index;
-            global += 1;
-            if !mine {
-                continue;
+            if global % peers == index {
+                mine.push_back(part);
             }
-            let id = part.id.clone();
+            global += 1;
+        }
+        pending.push(Pending {
+            source_index,
+            source: source.name().to_string(),
+            parts: mine,
+        });
+    }
+    pending
+}
+
+/// Keeps one partition of each source open: a source's partitions are read one after another,
+/// so memory holds one decoded batch per source, not one per partition.
+fn refill(
+    shared: &Shared,
+    pending: &mut [Pending],
+    open: &mut Vec<OpenPartition>,
+    lateness_us: i64,
+) {
+    for source in pending.iter_mut() {
+        if open.iter().any(|o| o.source_index == source.source_index) {
+            continue;
+        }
+        while let Some(part) = source.parts.pop_front() {
             match (part.open)() {
-                Ok(reader) => open.push(OpenPartition {
-                    source_index,
-                    source: source.name().to_string(),
-                    id,
-                    reader,
-                    watermark: Watermark::from_micros(lateness_us),
-                }),
+                Ok(reader) => {
+                    open.push(OpenPartition {
+                        source_index: source.source_index,
+                        source: source.source.clone(),
+                        id: part.id,
+                        reader,
+                        watermark: Watermark::from_micros(lateness_us),
+                    });
+                    break;
+                }
                 Err(error) => {
-                    tracing::error!(source = source.name(), partition = %id, %error, "Partition cannot be opened.");
+                    tracing::error!(source = %source.source, partition = %part.id, %error, "Partition cannot be opened.");
                     shared
                         .metrics
                         .source_errors
-                        .with_label_values(&[source.name()])
+                        .with_label_values(&[source.source.as_str()])
                         .inc();
-                    lock(&shared.failures).push(format!("{id}: {error}"));
+                    lock(&shared.failures).push(format!("{}: {error}", part.id));
                 }
             }
         }
     }
-    open
 }
 
 /// Handles one source batch: rejections, lateness, pre-aggregation into `partials`.
