@@ -115,6 +115,16 @@ impl Shared {
         }
     }
 
+    /// Counts a source or partition that stopped with an error and keeps it for the exit
+    /// status and `/healthz`.
+    fn record_failure(&self, source: &str, what: String) {
+        self.metrics
+            .source_errors
+            .with_label_values(&[source])
+            .inc();
+        lock(&self.failures).push(what);
+    }
+
     fn finish_partition(&self, source_index: usize, partition: &str) {
         lock(&self.watermarks).remove(&(source_index, partition.to_string()));
     }
@@ -188,12 +198,7 @@ pub fn run_worker(worker: &mut Worker, shared: &Shared) {
                 }
                 Err(error) => {
                     tracing::error!(source = %part.source, partition = %part.id, %error, "Partition failed; the other partitions go on.");
-                    shared
-                        .metrics
-                        .source_errors
-                        .with_label_values(&[part.source.as_str()])
-                        .inc();
-                    lock(&shared.failures).push(format!("{}: {error}", part.id));
+                    shared.record_failure(&part.source, format!("{}: {error}", part.id));
                     shared.finish_partition(part.source_index, &part.id);
                     open.swap_remove(i);
                 }
@@ -279,12 +284,7 @@ fn plan_partitions(shared: &Shared, index: usize, peers: usize) -> Vec<Pending> 
             Err(error) => {
                 if index == 0 {
                     tracing::error!(source = source.name(), %error, "Source cannot be read.");
-                    shared
-                        .metrics
-                        .source_errors
-                        .with_label_values(&[source.name()])
-                        .inc();
-                    lock(&shared.failures).push(error.to_string());
+                    shared.record_failure(source.name(), error.to_string());
                 }
                 continue;
             }
@@ -331,12 +331,7 @@ fn refill(
                 }
                 Err(error) => {
                     tracing::error!(source = %source.source, partition = %part.id, %error, "Partition cannot be opened.");
-                    shared
-                        .metrics
-                        .source_errors
-                        .with_label_values(&[source.source.as_str()])
-                        .inc();
-                    lock(&shared.failures).push(format!("{}: {error}", part.id));
+                    shared.record_failure(&source.source, format!("{}: {error}", part.id));
                 }
             }
         }

@@ -406,3 +406,47 @@ fn a_bounded_synthetic_run_repeats_exactly() {
     assert_eq!(docs[0]["stations"].as_array().unwrap().len(), 50);
     assert_eq!(counts(&docs[0]), counts(&docs[1]));
 }
+
+#[test]
+fn an_unreadable_file_fails_its_partition_and_the_rest_is_aggregated() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("broken.parquet"),
+        b"PAR1 this is not parquet",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("good.csv"),
+        "timestamp,station_id,latitude,longitude,temperature_c\n2020-01-01T00:00:00Z,S1,60,5,8.5\n",
+    )
+    .unwrap();
+    let config = dir.path().join("two.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "variables = [\"temperature_c\"]\n\n[[sources]]\nkind = \"file\"\nname = \"broken\"\npath = {:?}\n\n[[sources]]\nkind = \"file\"\nname = \"good\"\npath = {:?}\n",
+            dir.path().join("broken.parquet"),
+            dir.path().join("good.csv")
+        ),
+    )
+    .unwrap();
+    let out = dir.path().join("out.json");
+    let run = Command::new(oceanflow_bin())
+        .args(["run", "--once", "--config"])
+        .arg(&config)
+        .arg("--output")
+        .arg(&out)
+        .env("OCEANFLOW_LOG", "warn")
+        .output()
+        .unwrap();
+    assert_eq!(
+        run.status.code(),
+        Some(3),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    assert!(String::from_utf8_lossy(&run.stderr).contains("broken.parquet"));
+    let doc: Value = serde_json::from_slice(&std::fs::read(&out).unwrap()).unwrap();
+    assert_eq!(doc["stations"][0]["station"], "S1");
+    assert_eq!(doc["stations"][0]["count"], 1);
+}
