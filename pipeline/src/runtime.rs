@@ -22,6 +22,7 @@ use oceanflow_connectors::dead_letter::DeadLetterWriter;
 use oceanflow_connectors::{
     partitions, Partition, PartitionReader, Poll, RejectReason, Rejected, SourceBatch,
 };
+use oceanflow_operators::calendar::HOUR_US;
 use oceanflow_operators::dataflow::{aggregates, distinct_counts};
 use oceanflow_operators::late::Watermark;
 use oceanflow_operators::preagg::{Partials, PreAggregator};
@@ -418,15 +419,16 @@ fn too_late(part: &OpenPartition, batch: &RecordBatch, row: usize, watermark: i6
     }
 }
 
+/// Worker 0 publishes the frontier (every worker's probe sees the same, global one).
 fn publish_frontier(shared: &Shared, index: usize, probe: &ProbeHandle<i64>) {
     if index != 0 {
         return;
     }
-    probe.with_frontier(|frontier| match frontier.first() {
-        Some(&t) if t > i64::MIN => shared.metrics.frontier.set(t.div_euclid(1_000_000)),
-        Some(_) => {}
-        None => {}
-    });
+    if let Some(t) = probe.with_frontier(|f| f.first().copied()) {
+        if t > i64::MIN {
+            shared.metrics.frontier.set(t.div_euclid(1_000_000));
+        }
+    }
 }
 
 /// Drops buckets past their retention horizon (measured from the aggregates' frontier) from
@@ -456,8 +458,6 @@ fn expire_buckets(shared: &Shared, index: usize, probe: &ProbeHandle<i64>, expir
         }
     }
 }
-
-const HOUR_US: i64 = 3_600_000_000;
 
 fn duration_us(d: Duration) -> i64 {
     i64::try_from(d.as_micros()).unwrap_or(i64::MAX)

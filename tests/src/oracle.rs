@@ -270,109 +270,82 @@ impl Expected {
     /// Compares an `--output` document with the expectation; returns every difference.
     pub fn diff(&self, actual: &Value) -> Vec<String> {
         let mut problems = Vec::new();
-        let stations = actual["stations"].as_array().cloned().unwrap_or_default();
-        if stations.len() != self.stations.len() {
-            problems.push(format!(
-                "stations: {} rows, expected {}",
-                stations.len(),
-                self.stations.len()
-            ));
-        }
-        for row in &stations {
-            let name = row["station"].as_str().unwrap_or_default().to_string();
-            match self.stations.get(&name) {
-                None => problems.push(format!("unexpected station {name}")),
-                Some(g) => {
-                    if row["count"].as_u64() != Some(g.count) {
-                        problems.push(format!(
-                            "station {name}: count {} expected {}",
-                            row["count"], g.count
-                        ));
-                    }
-                    check_variables(
-                        &format!("station {name}"),
-                        g,
-                        &self.variables,
-                        row,
-                        &mut problems,
-                    );
-                }
-            }
-        }
-
-        let temporal = actual["temporal"].as_array().cloned().unwrap_or_default();
-        if temporal.len() != self.temporal.len() {
-            problems.push(format!(
-                "temporal: {} rows, expected {}",
-                temporal.len(),
-                self.temporal.len()
-            ));
-        }
-        for row in &temporal {
-            let key = (
-                row["grouping"].as_str().unwrap_or_default().to_string(),
-                row["key"].as_str().unwrap_or_default().to_string(),
-                row["station"].as_str().map(String::from),
-            );
-            match self.temporal.get(&key) {
-                None => problems.push(format!("unexpected temporal row {key:?}")),
-                Some(g) => {
-                    if row["count"].as_u64() != Some(g.count) {
-                        problems.push(format!(
-                            "temporal {key:?}: count {} expected {}",
-                            row["count"], g.count
-                        ));
-                    }
-                    check_variables(
-                        &format!("temporal {key:?}"),
-                        g,
-                        &self.variables,
-                        row,
-                        &mut problems,
-                    );
-                }
-            }
-        }
-
-        let regions = actual["regions"].as_array().cloned().unwrap_or_default();
-        if regions.len() != self.regions.len() {
-            problems.push(format!(
-                "regions: {} rows, expected {}",
-                regions.len(),
-                self.regions.len()
-            ));
-        }
-        for row in &regions {
-            let name = row["region"].as_str().unwrap_or_default().to_string();
-            match self.regions.get(&name) {
-                None => problems.push(format!("unexpected region {name}")),
-                Some((g, sets)) => {
-                    if row["count"].as_u64() != Some(g.count) {
-                        problems.push(format!(
-                            "region {name}: count {} expected {}",
-                            row["count"], g.count
-                        ));
-                    }
-                    check_variables(
-                        &format!("region {name}"),
-                        g,
-                        &self.variables,
-                        row,
-                        &mut problems,
-                    );
-                    for (field, set) in self.categorical.iter().zip(sets) {
-                        if row["distinct"][field].as_u64() != Some(set.len() as u64) {
-                            problems.push(format!(
-                                "region {name} distinct {field}: {} expected {}",
-                                row["distinct"][field],
-                                set.len()
-                            ));
-                        }
-                    }
+        self.check_table(
+            &actual["stations"],
+            self.stations.len(),
+            |row| row["station"].as_str().unwrap_or_default().to_string(),
+            |name| self.stations.get(name),
+            &mut problems,
+        );
+        self.check_table(
+            &actual["temporal"],
+            self.temporal.len(),
+            |row| {
+                (
+                    row["grouping"].as_str().unwrap_or_default().to_string(),
+                    row["key"].as_str().unwrap_or_default().to_string(),
+                    row["station"].as_str().map(String::from),
+                )
+            },
+            |key| self.temporal.get(key),
+            &mut problems,
+        );
+        let regions = self.check_table(
+            &actual["regions"],
+            self.regions.len(),
+            |row| row["region"].as_str().unwrap_or_default().to_string(),
+            |name| self.regions.get(name).map(|(group, _)| group),
+            &mut problems,
+        );
+        for (row, name) in regions {
+            let sets = &self.regions[&name].1;
+            for (field, set) in self.categorical.iter().zip(sets) {
+                if row["distinct"][field].as_u64() != Some(set.len() as u64) {
+                    problems.push(format!(
+                        "region {name} distinct {field}: {} expected {}",
+                        row["distinct"][field],
+                        set.len()
+                    ));
                 }
             }
         }
         problems
+    }
+
+    /// Checks one table's rows (count and every variable) against the expected groups;
+    /// returns the rows that have an expected group, with their keys.
+    fn check_table<'a, K: std::fmt::Debug>(
+        &self,
+        table: &'a Value,
+        expected_rows: usize,
+        key_of: impl Fn(&Value) -> K,
+        group_of: impl Fn(&K) -> Option<&'a Group>,
+        problems: &mut Vec<String>,
+    ) -> Vec<(&'a Value, K)>
+    where
+        Self: 'a,
+    {
+        let rows = table.as_array().map(Vec::as_slice).unwrap_or_default();
+        if rows.len() != expected_rows {
+            problems.push(format!("{} rows, expected {expected_rows}", rows.len()));
+        }
+        let mut matched = Vec::new();
+        for row in rows {
+            let key = key_of(row);
+            let Some(group) = group_of(&key) else {
+                problems.push(format!("unexpected row {key:?}"));
+                continue;
+            };
+            if row["count"].as_u64() != Some(group.count) {
+                problems.push(format!(
+                    "{key:?}: count {} expected {}",
+                    row["count"], group.count
+                ));
+            }
+            check_variables(&format!("{key:?}"), group, &self.variables, row, problems);
+            matched.push((row, key));
+        }
+        matched
     }
 }
 
@@ -411,5 +384,41 @@ mod tests {
         assert_eq!(rfc3339(bucket_start("hour", t)), "2020-02-29T13:00:00Z");
         assert_eq!(rfc3339(bucket_start("month", t)), "2020-02-01T00:00:00Z");
         assert_eq!(calendar_value("day_of_week", t), 6);
+    }
+
+    #[test]
+    fn diff_reports_wrong_counts_values_and_missing_rows() {
+        let spec = OracleSpec {
+            variables: vec!["t".into()],
+            categorical: vec![],
+            buckets: vec![],
+            station_buckets: vec![],
+            calendar: vec![],
+            regions: vec![],
+        };
+        let row = |t: f64| Row {
+            time_us: 0,
+            station: "S".into(),
+            lat: None,
+            lon: None,
+            vars: vec![Some(t)],
+            cats: vec![],
+        };
+        let expected = compute(&spec, &[row(1.0), row(3.0)]);
+        let good = serde_json::json!({"stations": [{"station": "S", "count": 2, "variables":
+            {"t": {"count": 2, "mean": 2.0, "min": 1.0, "max": 3.0, "stddev": 2f64.sqrt()}}}],
+            "temporal": [], "regions": []});
+        assert_eq!(expected.diff(&good), Vec::<String>::new());
+        let mut wrong = good.clone();
+        wrong["stations"][0]["count"] = 3.into();
+        wrong["stations"][0]["variables"]["t"]["max"] = 4.0.into();
+        assert_eq!(
+            expected.diff(&wrong).len(),
+            2,
+            "{:?}",
+            expected.diff(&wrong)
+        );
+        let empty = serde_json::json!({"stations": [], "temporal": [], "regions": []});
+        assert_eq!(expected.diff(&empty).len(), 1);
     }
 }

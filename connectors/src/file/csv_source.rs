@@ -20,7 +20,7 @@ use arrow_csv::reader::Format;
 use arrow_csv::ReaderBuilder;
 use arrow_schema::{ArrowError, DataType, Field, Schema, SchemaRef};
 
-use super::text::{malformed_rejections, trim_cr, LineNumbers, Malformed, TextInput};
+use super::text::{text_batch, trim_cr, LineNumbers, Malformed, TextInput};
 use super::{arrow_error, Shared};
 use crate::{PartitionReader, Poll, SourceError};
 
@@ -59,17 +59,14 @@ impl PartitionReader for CsvPartition {
         let Some(chunk) = self.reader.next_chunk(self.shared.batch_rows)? else {
             return Ok(Poll::Finished);
         };
-        let canon = &self.shared.canon;
-        let mut out =
-            canon.convert_with(&self.partition, &chunk.batch, &LineNumbers(&chunk.lines))?;
-        out.rejected.extend(malformed_rejections(
-            canon,
+        Ok(Poll::Batch(text_batch(
+            &self.shared.canon,
             &self.partition,
+            &chunk.batch,
+            &LineNumbers(&chunk.lines),
             chunk.malformed,
-        ));
-        out.rejected.sort_by_key(|r| r.row);
-        out.bytes = chunk.bytes;
-        Ok(Poll::Batch(out))
+            chunk.bytes,
+        )?))
     }
 }
 

@@ -18,7 +18,7 @@ use arrow_schema::{ArrowError, DataType, Field, Schema, SchemaRef};
 use serde::de::{IgnoredAny, MapAccess, Visitor};
 use serde::{Deserialize, Deserializer};
 
-use super::text::{malformed_rejections, trim_cr, Malformed, TextInput};
+use super::text::{text_batch, trim_cr, Malformed, TextInput};
 use super::{arrow_error, Shared};
 use crate::canonical::RowOrigin;
 use crate::{PartitionReader, Poll, SourceError};
@@ -136,20 +136,18 @@ impl PartitionReader for JsonPartition {
         let Some(chunk) = self.reader.next_chunk(self.shared.batch_rows)? else {
             return Ok(Poll::Finished);
         };
-        let canon = &self.shared.canon;
         let origin = JsonLines {
             buf: &self.reader.input.buf,
             lines: &chunk.good,
         };
-        let mut out = canon.convert_with(&self.partition, &chunk.batch, &origin)?;
-        out.rejected.extend(malformed_rejections(
-            canon,
+        Ok(Poll::Batch(text_batch(
+            &self.shared.canon,
             &self.partition,
+            &chunk.batch,
+            &origin,
             chunk.malformed,
-        ));
-        out.rejected.sort_by_key(|r| r.row);
-        out.bytes = chunk.bytes;
-        Ok(Poll::Batch(out))
+            chunk.bytes,
+        )?))
     }
 }
 

@@ -8,9 +8,11 @@ use std::fs::File;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
+use arrow_array::RecordBatch;
+
 use super::io_error;
 use crate::canonical::{Canonicalizer, RowOrigin};
-use crate::{RejectReason, Rejected, SourceError};
+use crate::{RejectReason, Rejected, SourceBatch, SourceError};
 
 /// Bytes read from the file at a time.
 const READ_BLOCK: usize = 1 << 20;
@@ -96,20 +98,28 @@ pub(super) struct Malformed {
     pub detail: String,
 }
 
-/// The malformed lines of a chunk as [`Rejected`] rows.
-pub(super) fn malformed_rejections<'a>(
-    canon: &'a Canonicalizer,
-    partition: &'a str,
+/// Converts a chunk of a text file (its good records decoded as `batch`, numbered and traced
+/// back by `origin`) and adds its malformed lines as `Malformed` rejections, in line order.
+pub(super) fn text_batch(
+    canon: &Canonicalizer,
+    partition: &str,
+    batch: &RecordBatch,
+    origin: &dyn RowOrigin,
     malformed: Vec<Malformed>,
-) -> impl Iterator<Item = Rejected> + 'a {
-    malformed.into_iter().map(move |m| Rejected {
+    bytes: u64,
+) -> Result<SourceBatch, SourceError> {
+    let mut out = canon.convert_with(partition, batch, origin)?;
+    out.rejected.extend(malformed.into_iter().map(|m| Rejected {
         source: canon.source().to_string(),
         partition: partition.to_string(),
         row: Some(m.line),
         reason: RejectReason::Malformed,
         detail: m.detail,
         record: m.raw,
-    })
+    }));
+    out.rejected.sort_by_key(|r| r.row);
+    out.bytes = bytes;
+    Ok(out)
 }
 
 /// Batch rows numbered by the file lines they came from.
