@@ -3,7 +3,8 @@
 //!
 //! Layout:
 //! - [`schema`]: canonical observation columns and the Arrow schema builder.
-//! - [`source`]: `[[sources]]` (file, synthetic) and per-source column mappings.
+//! - [`source`]: `[[sources]]` (file, synthetic, kafka, vessel, odp) and per-source column
+//!   mappings.
 //! - [`aggregate`]: `[aggregates]` families (station, temporal, regional).
 //! - [`region`]: `[[regions]]`, WKT polygons parsed into `geo` geometries.
 //! - [`validate`]: parsing plus cross-field checks; every problem names its key and line.
@@ -25,8 +26,8 @@ use serde::{Deserialize, Serialize};
 pub use aggregate::{AggregatesConfig, BucketWidth, CalendarPart, TemporalConfig};
 pub use region::{Region, RegionConfig};
 pub use source::{
-    ColumnMapping, DeadLetterConfig, FileFormat, FileSourceConfig, SourceConfig,
-    SyntheticSourceConfig,
+    ColumnMapping, DeadLetterConfig, FileFormat, FileSourceConfig, KafkaSourceConfig,
+    OdpSourceConfig, SourceCheck, SourceConfig, SyntheticSourceConfig, VesselSourceConfig,
 };
 pub use validate::{ConfigError, ConfigErrors, ValidConfig};
 

@@ -6,6 +6,7 @@ use std::fmt;
 
 use crate::region::{parse_wkt_area, Region};
 use crate::schema::{LATITUDE, LONGITUDE, STATION, TIME};
+use crate::source::SourceCheck;
 use crate::{Config, SourceConfig, DEFAULT_CONFIG_TOML};
 
 /// One problem in a configuration.
@@ -166,44 +167,31 @@ impl ValidConfig {
                     format!("source name {:?} is used twice", source.name()),
                 );
             }
+            let mut check = SourceCheck {
+                variables: &config.variables,
+                categorical: &config.categorical,
+                problems: Vec::new(),
+            };
             match source {
                 SourceConfig::File(f) => {
                     if f.path.trim().is_empty() {
-                        err(at("path"), "expected a file path or glob".into());
+                        check.error("path", "expected a file path or glob");
                     }
                     if f.batch_rows == 0 {
-                        err(at("batch_rows"), "expected a positive row count".into());
+                        check.error("batch_rows", "expected a positive row count");
                     }
-                    for var in f.mapping.variables.keys() {
-                        if !config.variables.contains(var) {
-                            err(
-                                at(&format!("mapping.variables.{var}")),
-                                format!("{var:?} is not in `variables` ({:?})", config.variables),
-                            );
-                        }
-                    }
-                    for field in f.mapping.categorical.keys() {
-                        if !config.categorical.contains(field) {
-                            err(
-                                at(&format!("mapping.categorical.{field}")),
-                                format!(
-                                    "{field:?} is not in `categorical` ({:?})",
-                                    config.categorical
-                                ),
-                            );
-                        }
-                    }
+                    check.mapping("mapping", &f.mapping);
                 }
                 SourceConfig::Synthetic(s) => {
                     if s.stations == 0 || s.stations > 100_000 {
-                        err(
-                            at("stations"),
+                        check.error(
+                            "stations",
                             format!("expected 1 to 100000 stations, got {}", s.stations),
                         );
                     }
                     if chrono::DateTime::parse_from_rfc3339(&s.start).is_err() {
-                        err(
-                            at("start"),
+                        check.error(
+                            "start",
                             format!(
                                 "expected an RFC 3339 time such as \"2020-01-01T00:00:00Z\", got {:?}",
                                 s.start
@@ -211,20 +199,26 @@ impl ValidConfig {
                         );
                     }
                     if s.interval.is_zero() {
-                        err(at("interval"), "expected a positive duration".into());
+                        check.error("interval", "expected a positive duration");
                     }
                     if let Some(r) = s.rows_per_second {
                         if !(r.is_finite() && r > 0.0) {
-                            err(
-                                at("rows_per_second"),
+                            check.error(
+                                "rows_per_second",
                                 format!("expected a positive number of rows per second (omit it for as fast as possible), got {r}"),
                             );
                         }
                     }
                     if s.batch_rows == 0 {
-                        err(at("batch_rows"), "expected a positive row count".into());
+                        check.error("batch_rows", "expected a positive row count");
                     }
                 }
+                SourceConfig::Kafka(k) => k.check(&mut check),
+                SourceConfig::Vessel(v) => v.check(&mut check),
+                SourceConfig::Odp(o) => o.check(&mut check),
+            }
+            for (key, expected) in check.problems {
+                err(at(&key), expected);
             }
         }
 

@@ -209,6 +209,7 @@ impl Canonicalizer {
             batch: batch_out,
             rejected,
             bytes: 0,
+            position: None,
         })
     }
 

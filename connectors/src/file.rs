@@ -103,7 +103,7 @@ fn whole_file(path: PathBuf, open: Opener, shared: Shared) -> Partition {
     let partition = id.clone();
     Partition {
         id,
-        open: Box::new(move || open(&path, partition, shared)),
+        open: Box::new(move |_resume| open(&path, partition, shared)),
     }
 }
 

@@ -22,7 +22,7 @@ pub mod file;
 pub mod synthetic;
 
 use arrow_array::RecordBatch;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// Why a row was rejected. A small fixed set: it is a metric label.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
@@ -100,7 +100,19 @@ pub struct SourceBatch {
     pub rejected: Vec<Rejected>,
     /// Bytes of input consumed for this batch (for metrics), when known.
     pub bytes: u64,
+    /// Where the partition stands after this batch: opening the partition again at this
+    /// position resumes with the first row after it. `None` for sources that cannot resume
+    /// (live feeds); checkpoints then record nothing for the partition.
+    pub position: Option<Position>,
 }
+
+/// A partition's read position: enough to resume right after the last row delivered (a byte
+/// offset, a row group and row, Kafka offsets, an ODP cursor…). Opaque to the pipeline, which
+/// stores it in checkpoints and hands it back to [`Partition::open`]; each connector defines
+/// and documents its content. JSON, so checkpoints stay readable and can be versioned.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Position(pub serde_json::Value);
 
 /// Errors that stop a partition (I/O failures, unreadable files). Bad rows are not errors:
 /// they come back as [`Rejected`].
@@ -178,34 +190,58 @@ pub enum Poll {
 pub trait PartitionReader: Send {
     /// Reads the next batch.
     fn poll(&mut self) -> Result<Poll, SourceError>;
+
+    /// Every row up to `position` (a position this reader returned) is reflected in the
+    /// aggregates — and, when checkpoints are on, in a durable checkpoint. Sources with an
+    /// upstream acknowledgement (Kafka offset commits) acknowledge here; others need nothing.
+    fn commit(&mut self, _position: &Position) -> Result<(), SourceError> {
+        Ok(())
+    }
+}
+
+/// Opens a partition, resuming after a position from a checkpoint when one is given.
+pub type Opener =
+    Box<dyn FnOnce(Option<Position>) -> Result<Box<dyn PartitionReader>, SourceError> + Send>;
+
+/// What a connector may need besides its own config when listing partitions.
+#[derive(Clone)]
+pub struct SourceContext {
+    /// The canonical variables (configured order).
+    pub variables: Vec<String>,
+    /// The canonical categorical fields (configured order).
+    pub categorical: Vec<String>,
+    /// Number of timely workers in the whole computation (a consumer-group source starts one
+    /// member per worker).
+    pub workers: usize,
+    /// Directory relative paths in the source config are resolved against (the config file's
+    /// directory, or the working directory for the embedded default).
+    pub base_dir: std::path::PathBuf,
+    /// Registry for connector-specific metrics (served on `/metrics`); register each family
+    /// once per process, not once per partition.
+    pub registry: prometheus::Registry,
+}
+
+impl std::fmt::Debug for SourceContext {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SourceContext")
+            .field("variables", &self.variables)
+            .field("categorical", &self.categorical)
+            .field("workers", &self.workers)
+            .field("base_dir", &self.base_dir)
+            .finish_non_exhaustive()
+    }
 }
 
 /// One partition of a source, not yet opened.
 pub struct Partition {
     /// Stable identity, e.g. `data/a.parquet#rg3`; the same on every run and worker count.
     pub id: String,
-    /// Opens the partition.
-    pub open: Box<dyn FnOnce() -> Result<Box<dyn PartitionReader>, SourceError> + Send>,
+    /// Opens the partition (at the start, or after a checkpointed position).
+    pub open: Opener,
 }
 
 impl std::fmt::Debug for Partition {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Partition").field("id", &self.id).finish()
-    }
-}
-
-/// The partitions of a configured source: the single dispatch over source kinds.
-pub fn partitions(
-    source: &oceanflow_config::SourceConfig,
-    variables: &[String],
-    categorical: &[String],
-) -> Result<Vec<Partition>, SourceError> {
-    match source {
-        oceanflow_config::SourceConfig::File(cfg) => {
-            file::file_partitions(cfg, variables, categorical)
-        }
-        oceanflow_config::SourceConfig::Synthetic(cfg) => {
-            synthetic::synthetic_partitions(cfg, variables, categorical)
-        }
     }
 }

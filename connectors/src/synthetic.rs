@@ -44,7 +44,7 @@ pub fn synthetic_partitions(
     };
     Ok(vec![Partition {
         id: cfg.name.clone(),
-        open: Box::new(move || Ok(Box::new(reader) as Box<dyn PartitionReader>)),
+        open: Box::new(move |_resume| Ok(Box::new(reader) as Box<dyn PartitionReader>)),
     }])
 }
 
@@ -314,6 +314,7 @@ impl SyntheticReader {
             batch,
             rejected: Vec::new(),
             bytes: 0,
+            position: None,
         }))
     }
 }

@@ -6,6 +6,7 @@
 //! - [`export`]: JSON tables ([`export::output::Snapshot`]), Prometheus exposition, HTTP.
 //! - [`metrics`]: the pipeline's own health metrics and every metric name.
 //! - [`inputs`]: `run --input PATH`: the default aggregates over tutorial-shaped files.
+//! - [`sources`]: the dispatch from a configured source to its connector.
 //!
 //! [`run`] is the entry point; the `oceanflow` binary is a thin CLI over it.
 
@@ -13,6 +14,7 @@ pub mod export;
 pub mod inputs;
 pub mod metrics;
 pub mod runtime;
+pub mod sources;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -40,6 +42,9 @@ pub struct RunOptions {
     pub listen: Option<SocketAddr>,
     /// Whether to start the HTTP listener at all.
     pub serve: bool,
+    /// Directory that relative paths in source configs are resolved against: the config
+    /// file's directory; `None` means the working directory.
+    pub base_dir: Option<PathBuf>,
 }
 
 /// The outcome of a run that ended.
@@ -97,9 +102,10 @@ pub fn run(
     };
     let shutdown = Arc::new(AtomicBool::new(false));
     let workers = cfg.pipeline.workers;
+    let source_context = sources::context(cfg, workers, options.base_dir, registry.clone());
     let shared = Arc::new(Shared::new(
         Arc::clone(&config),
-        workers,
+        source_context,
         metrics,
         dead_letter,
         Arc::clone(&shutdown),

@@ -124,6 +124,11 @@ fn run_command(args: RunArgs) -> Result<ExitCode> {
         once: args.once,
         listen: args.listen,
         serve: !args.once || args.listen.is_some(),
+        base_dir: args
+            .config
+            .as_deref()
+            .and_then(|p| p.parent())
+            .map(PathBuf::from),
     };
     let report = run(valid, options, None)?;
     if let Some(path) = &args.output {

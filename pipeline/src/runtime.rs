@@ -20,7 +20,7 @@ use differential_dataflow::input::{Input, InputSession};
 use oceanflow_config::ValidConfig;
 use oceanflow_connectors::dead_letter::DeadLetterWriter;
 use oceanflow_connectors::{
-    partitions, Partition, PartitionReader, Poll, RejectReason, Rejected, SourceBatch,
+    Partition, PartitionReader, Poll, RejectReason, Rejected, SourceBatch, SourceContext,
 };
 use oceanflow_operators::calendar::HOUR_US;
 use oceanflow_operators::dataflow::{aggregates, distinct_counts};
@@ -48,6 +48,8 @@ pub struct Shared {
     pub shutdown: Arc<AtomicBool>,
     /// Partition failures (source name, partition id, error text), for the exit status.
     pub failures: Mutex<Vec<String>>,
+    /// What connectors get besides their config.
+    pub source_context: SourceContext,
     watermarks: Mutex<HashMap<(usize, String), i64>>,
 }
 
@@ -55,13 +57,13 @@ impl Shared {
     /// Creates the shared state for `workers` workers.
     pub fn new(
         config: Arc<ValidConfig>,
-        workers: usize,
+        source_context: SourceContext,
         metrics: PipelineMetrics,
         dead_letter: Option<DeadLetterWriter>,
         shutdown: Arc<AtomicBool>,
     ) -> Self {
         Shared {
-            views: (0..workers)
+            views: (0..source_context.workers)
                 .map(|_| Arc::new(Mutex::new(AggregateView::new())))
                 .collect(),
             config,
@@ -70,6 +72,7 @@ impl Shared {
             shutdown,
             failures: Mutex::new(Vec::new()),
             watermarks: Mutex::new(HashMap::new()),
+            source_context,
         }
     }
 
@@ -280,7 +283,7 @@ fn plan_partitions(shared: &Shared, index: usize, peers: usize) -> Vec<Pending> 
     let mut pending = Vec::new();
     let mut global = 0usize;
     for (source_index, source) in config.sources.iter().enumerate() {
-        let parts = match partitions(source, &config.variables, &config.categorical) {
+        let parts = match crate::sources::partitions(source, &shared.source_context) {
             Ok(parts) => parts,
             Err(error) => {
                 if index == 0 {
@@ -319,7 +322,7 @@ fn refill(
             continue;
         }
         while let Some(part) = source.parts.pop_front() {
-            match (part.open)() {
+            match (part.open)(None) {
                 Ok(reader) => {
                     open.push(OpenPartition {
                         source_index: source.source_index,
@@ -351,6 +354,7 @@ fn ingest(
         batch,
         mut rejected,
         bytes,
+        position: _,
     } = source_batch;
     let metrics = &shared.metrics;
     let source = part.source.as_str();

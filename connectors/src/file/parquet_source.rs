@@ -29,7 +29,7 @@ pub(super) fn partitions(path: &Path, shared: &Shared) -> Result<Vec<Partition>,
             let partition = id.clone();
             Partition {
                 id,
-                open: Box::new(move || {
+                open: Box::new(move |_resume| {
                     let reader = RowGroupReader::open(path, metadata, group, partition, shared)?;
                     Ok(Box::new(reader) as Box<dyn PartitionReader>)
                 }),

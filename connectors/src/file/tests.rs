@@ -49,7 +49,7 @@ fn read_all(cfg: &FileSourceConfig) -> (RecordBatch, Vec<Rejected>, Vec<usize>) 
     let (mut batches, mut rejected, mut sizes) = (Vec::new(), Vec::new(), Vec::new());
     for partition in file_partitions(cfg, &variables(), &categorical()).unwrap() {
         let id = partition.id.clone();
-        let mut reader = (partition.open)().unwrap();
+        let mut reader = (partition.open)(None).unwrap();
         let (mut bytes, mut polled) = (0, 0);
         loop {
             match reader.poll().unwrap() {
@@ -361,7 +361,7 @@ fn missing_time_column_stops_the_partition() {
     let path = dir.path().join("no_time.csv");
     std::fs::write(&path, "station_id,latitude\nA,60\n").unwrap();
     let mut partitions = file_partitions(&config(&path, 10), &variables(), &categorical()).unwrap();
-    let mut reader = (partitions.remove(0).open)().unwrap();
+    let mut reader = (partitions.remove(0).open)(None).unwrap();
     let err = reader.poll().unwrap_err();
     assert!(matches!(err, SourceError::MissingColumn { .. }), "{err}");
 }
@@ -398,16 +398,6 @@ fn slicer_splits_batches() {
         .map(|b| b.num_rows())
         .collect();
     assert_eq!(sizes, [2, 2, 1]);
-}
-
-#[test]
-fn partition_dispatch_covers_both_kinds() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("a.csv");
-    write_csv(&path, &table());
-    let source = oceanflow_config::SourceConfig::File(config(&path, 10));
-    let partitions = crate::partitions(&source, &variables(), &categorical()).unwrap();
-    assert_eq!(partitions.len(), 1);
 }
 
 #[test]

@@ -36,7 +36,7 @@ fn open(cfg: &SyntheticSourceConfig, categorical: &[String]) -> Box<dyn Partitio
     assert_eq!(partitions.len(), 1);
     let partition = partitions.remove(0);
     assert_eq!(partition.id, cfg.name);
-    (partition.open)().unwrap()
+    (partition.open)(None).unwrap()
 }
 
 /// Every batch until `Finished`.

@@ -13,7 +13,7 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 use arrow_array::RecordBatch;
 use oceanflow_config::ValidConfig;
-use oceanflow_connectors::{partitions, Poll};
+use oceanflow_connectors::Poll;
 use oceanflow_operators::preagg::{Partials, PreAggregator};
 use oceanflow_operators::spec::AggregateSpec;
 use oceanflow_operators::view::AggregateView;
@@ -37,9 +37,10 @@ fn main() -> Result<()> {
     let read = |config: &ValidConfig| -> Result<Vec<RecordBatch>> {
         let c = config.config();
         let mut batches = Vec::new();
+        let ctx = oceanflow_pipeline::sources::context(c, 1, None, prometheus::Registry::new());
         for source in &c.sources {
-            for part in partitions(source, &c.variables, &c.categorical)? {
-                let mut reader = (part.open)()?;
+            for part in oceanflow_pipeline::sources::partitions(source, &ctx)? {
+                let mut reader = (part.open)(None)?;
                 while let Poll::Batch(b) = reader.poll()? {
                     batches.push(b.batch);
                 }

@@ -7,6 +7,14 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+pub mod kafka;
+pub mod odp;
+pub mod vessel;
+
+pub use kafka::KafkaSourceConfig;
+pub use odp::OdpSourceConfig;
+pub use vessel::VesselSourceConfig;
+
 /// One input of the pipeline. The `kind` key selects the connector.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
@@ -15,6 +23,12 @@ pub enum SourceConfig {
     File(FileSourceConfig),
     /// A seeded generator shaped like the ODP tutorial data.
     Synthetic(SyntheticSourceConfig),
+    /// Kafka topics, read as a consumer group.
+    Kafka(KafkaSourceConfig),
+    /// A vessel's sensor feeds (NMEA 0183 and instrument lines over UDP, TCP, serial, replay).
+    Vessel(VesselSourceConfig),
+    /// An Ocean Data Platform tabular dataset over HTTP.
+    Odp(OdpSourceConfig),
 }
 
 impl SourceConfig {
@@ -23,6 +37,9 @@ impl SourceConfig {
         match self {
             SourceConfig::File(f) => &f.name,
             SourceConfig::Synthetic(s) => &s.name,
+            SourceConfig::Kafka(s) => &s.name,
+            SourceConfig::Vessel(s) => &s.name,
+            SourceConfig::Odp(s) => &s.name,
         }
     }
 }
@@ -166,6 +183,40 @@ impl ColumnMapping {
             .get(field)
             .map(String::as_str)
             .unwrap_or(field)
+    }
+}
+
+/// Collects the problems of one source during validation. Keys are relative to the source
+/// (`"mapping.time"`); the report adds `sources[i].` and the line.
+pub struct SourceCheck<'a> {
+    /// The configured canonical variables.
+    pub variables: &'a [String],
+    /// The configured categorical fields.
+    pub categorical: &'a [String],
+    pub(crate) problems: Vec<(String, String)>,
+}
+
+impl SourceCheck<'_> {
+    /// Records a problem: the key (relative to the source) and what was expected.
+    pub fn error(&mut self, key: impl Into<String>, expected: impl Into<String>) {
+        self.problems.push((key.into(), expected.into()));
+    }
+
+    /// Checks that a mapping only names configured variables and categorical fields.
+    pub fn mapping(&mut self, key: &str, mapping: &ColumnMapping) {
+        for var in mapping.variables.keys() {
+            if !self.variables.contains(var) {
+                let expected = format!("{var:?} is not in `variables` ({:?})", self.variables);
+                self.error(format!("{key}.variables.{var}"), expected);
+            }
+        }
+        for field in mapping.categorical.keys() {
+            if !self.categorical.contains(field) {
+                let expected =
+                    format!("{field:?} is not in `categorical` ({:?})", self.categorical);
+                self.error(format!("{key}.categorical.{field}"), expected);
+            }
+        }
     }
 }
 
