@@ -87,15 +87,15 @@ install_system_deps() {
     echo "prometheus: installed $(prometheus --version 2>&1 | head -n1)"
   fi
 
-  # ===================================================================================
-  # HOOK: later services go here, each idempotent ("skip if already works"), e.g.
-  #   - the Kafka broker for the Kafka source tests (Debian package or a PyPI-shipped one;
-  #     nothing may be downloaded from outside the package registries), started on a
-  #     loopback port by the tests themselves or by a start_services() function below;
-  #   - Python clients (a virtualenv under .tools/, pip install -r <requirements>) used by
-  #     cross-language tests.
-  # Nothing is installed here yet.
-  # ===================================================================================
+  # The Kafka-protocol broker (tansu) for the Kafka tests: built once into $OCEANFLOW_TOOLS.
+  bounded 3600 "$ROOT/scripts/kafka-broker.sh" install
+  OCEANFLOW_KAFKA_BROKER="$("$ROOT/scripts/kafka-broker.sh" path)"
+  export OCEANFLOW_KAFKA_BROKER
+
+  # Python clients of the cross-language tests (confluent-kafka, odp-sdk), from PyPI.
+  OCEANFLOW_PYTHON="$(bounded 1200 "$ROOT/scripts/python-env.sh")"
+  export OCEANFLOW_PYTHON
+  echo "python: $OCEANFLOW_PYTHON"
 }
 
 if [[ "${OCEANFLOW_TEST_SKIP_INSTALL:-0}" == 1 ]]; then

@@ -277,6 +277,30 @@ pub fn find_on_path(name: &str) -> Option<PathBuf> {
         .find(|p| p.is_file())
 }
 
+/// A Python interpreter with `tests/python/requirements.txt` installed: `$OCEANFLOW_PYTHON` if
+/// set (scripts/test.sh sets it), else the virtualenv `scripts/python-env.sh` builds (once).
+pub fn python() -> Result<PathBuf> {
+    static PYTHON: std::sync::OnceLock<std::result::Result<PathBuf, String>> =
+        std::sync::OnceLock::new();
+    PYTHON
+        .get_or_init(|| {
+            if let Some(p) = std::env::var_os("OCEANFLOW_PYTHON").filter(|p| !p.is_empty()) {
+                return Ok(PathBuf::from(p));
+            }
+            let script = workspace_root().join("scripts/python-env.sh");
+            let out = Command::new(&script)
+                .stderr(Stdio::inherit())
+                .output()
+                .map_err(|e| format!("running {}: {e}", script.display()))?;
+            if !out.status.success() {
+                return Err(format!("{} failed: {}", script.display(), out.status));
+            }
+            Ok(PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()))
+        })
+        .clone()
+        .map_err(|e| anyhow!(e))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
