@@ -87,6 +87,14 @@ install_system_deps() {
     echo "prometheus: installed $(prometheus --version 2>&1 | head -n1)"
   fi
 
+  # socat: the vessel serial-port test reads a pseudo-terminal pair made by socat.
+  if command -v socat >/dev/null 2>&1; then
+    echo "socat: $(socat -V 2>/dev/null | sed -n 's/^socat version \([^ ]*\).*/\1/p' | head -n1)"
+  else
+    apt_install socat
+    command -v socat >/dev/null 2>&1 || { echo "!!! socat still missing after apt-get install socat" >&2; return 1; }
+  fi
+
   # The Kafka-protocol broker (tansu) for the Kafka tests: built once into $OCEANFLOW_TOOLS.
   bounded 3600 "$ROOT/scripts/kafka-broker.sh" install
   OCEANFLOW_KAFKA_BROKER="$("$ROOT/scripts/kafka-broker.sh" path)"

@@ -44,11 +44,15 @@ pub enum RejectReason {
     LongitudeOutOfRange,
     /// Older than the partition's watermark (newest event time minus the allowed lateness).
     TooLate,
+    /// A geometry (WKT/GeoJSON) could not be parsed.
+    UnparseableGeometry,
+    /// A line whose checksum is wrong, malformed or (where required) missing (NMEA).
+    BadChecksum,
 }
 
 impl RejectReason {
     /// Every reason, for pre-registering metric series.
-    pub const ALL: [RejectReason; 8] = [
+    pub const ALL: [RejectReason; 10] = [
         RejectReason::Malformed,
         RejectReason::MissingTime,
         RejectReason::UnparseableTime,
@@ -57,6 +61,8 @@ impl RejectReason {
         RejectReason::LatitudeOutOfRange,
         RejectReason::LongitudeOutOfRange,
         RejectReason::TooLate,
+        RejectReason::UnparseableGeometry,
+        RejectReason::BadChecksum,
     ];
 
     /// The label value.
@@ -70,6 +76,8 @@ impl RejectReason {
             RejectReason::LatitudeOutOfRange => "latitude_out_of_range",
             RejectReason::LongitudeOutOfRange => "longitude_out_of_range",
             RejectReason::TooLate => "too_late",
+            RejectReason::UnparseableGeometry => "unparseable_geometry",
+            RejectReason::BadChecksum => "bad_checksum",
         }
     }
 }
