@@ -219,6 +219,11 @@ pub struct SourceContext {
     /// Registry for connector-specific metrics (served on `/metrics`); register each family
     /// once per process, not once per partition.
     pub registry: prometheus::Registry,
+    /// Positions of this source's partitions in the checkpoint being restored, by partition
+    /// id (empty on a fresh start). Each partition's own position is also handed to its
+    /// [`Opener`]; this map is for sources whose partitions share state (a consumer group's
+    /// members may be assigned each other's Kafka partitions after a restart).
+    pub resume: std::collections::BTreeMap<String, Position>,
 }
 
 impl std::fmt::Debug for SourceContext {

@@ -10,6 +10,7 @@
 //!
 //! [`run`] is the entry point; the `oceanflow` binary is a thin CLI over it.
 
+pub mod checkpoint;
 pub mod export;
 pub mod inputs;
 pub mod metrics;
@@ -79,6 +80,9 @@ pub enum PipelineError {
     /// Timely could not start or a worker failed.
     #[error("dataflow workers: {0}")]
     Workers(String),
+    /// The checkpoint directory cannot be used, or its newest checkpoint cannot be restored.
+    #[error("checkpoint: {0}")]
+    Checkpoint(#[from] checkpoint::CheckpointError),
     /// Metric registration failed (a programming error, reported rather than panicking).
     #[error("metrics: {0}")]
     Metrics(#[from] prometheus::Error),
@@ -109,7 +113,7 @@ pub fn run(
         metrics,
         dead_letter,
         Arc::clone(&shutdown),
-    ));
+    )?);
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
