@@ -98,7 +98,10 @@ pub struct PipelineConfig {
     /// event-time frontier (and so retention), so a silent instrument cannot stall
     /// compaction. Its later rows are still judged against its own watermark and the
     /// retention horizon. Default 5 minutes.
-    #[serde(default = "default_idle_timeout", with = "source::humantime_serde_compat")]
+    #[serde(
+        default = "default_idle_timeout",
+        with = "source::humantime_serde_compat"
+    )]
     pub idle_timeout: Duration,
     /// Periodic checkpoints of the aggregates and source positions; off when absent.
     #[serde(default)]

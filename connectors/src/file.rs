@@ -121,7 +121,10 @@ fn rows_of(path: &Path, position: &Position) -> Result<u64, SourceError> {
         .and_then(serde_json::Value::as_u64)
         .ok_or_else(|| SourceError::Other {
             context: path.display().to_string(),
-            message: format!("cannot resume from position {}: expected {{\"rows\": N}}", position.0),
+            message: format!(
+                "cannot resume from position {}: expected {{\"rows\": N}}",
+                position.0
+            ),
         })
 }
 

@@ -299,8 +299,16 @@ mod tests {
     #[test]
     fn retraction_makes_the_accumulation_zero_in_any_order() {
         let (a, b) = (
-            Stats { count: 2, vars: vec![of(&[1.0, 3.0])], retracted: 0 },
-            Stats { count: 1, vars: vec![of(&[9.0])], retracted: 0 },
+            Stats {
+                count: 2,
+                vars: vec![of(&[1.0, 3.0])],
+                retracted: 0,
+            },
+            Stats {
+                count: 1,
+                vars: vec![of(&[9.0])],
+                retracted: 0,
+            },
         );
         let mut total = a.clone();
         total.plus_equals(&b);

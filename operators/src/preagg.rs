@@ -553,7 +553,14 @@ impl RollUp {
                 .zip(shifts)
                 .map(|(m, shift)| m.to_var_stats(*shift))
                 .collect();
-            out.groups.push((key, Stats { count, vars, retracted: 0 }));
+            out.groups.push((
+                key,
+                Stats {
+                    count,
+                    vars,
+                    retracted: 0,
+                },
+            ));
         }
     }
 }

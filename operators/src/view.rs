@@ -86,7 +86,11 @@ impl AggregateView {
     /// every instant is older than the horizon — with their values. Feeding
     /// [`Stats::retraction`] of each into the dataflow removes them from its state, and its
     /// changelog then removes them from this view.
-    pub fn expired_buckets(&self, width: BucketWidth, older_than_us: i64) -> Vec<(GroupKey, Stats)> {
+    pub fn expired_buckets(
+        &self,
+        width: BucketWidth,
+        older_than_us: i64,
+    ) -> Vec<(GroupKey, Stats)> {
         self.buckets
             .range((width, None, i64::MIN)..)
             .take_while(|((w, _, _), _)| *w == width)
@@ -118,10 +122,15 @@ impl AggregateView {
             };
             (key, s)
         });
-        let calendar = self
-            .calendar
-            .iter()
-            .map(|((part, value), s)| (GroupKey::Calendar { part: *part, value: *value }, s));
+        let calendar = self.calendar.iter().map(|((part, value), s)| {
+            (
+                GroupKey::Calendar {
+                    part: *part,
+                    value: *value,
+                },
+                s,
+            )
+        });
         let regions = self.regions.iter().map(|(r, s)| (GroupKey::Region(*r), s));
         stations.chain(buckets).chain(calendar).chain(regions)
     }

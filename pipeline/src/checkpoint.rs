@@ -299,7 +299,8 @@ pub fn read(path: &Path) -> Result<Checkpoint, CheckpointError> {
             bytes.len()
         )));
     }
-    let word = |at: usize| u32::from_le_bytes([bytes[at], bytes[at + 1], bytes[at + 2], bytes[at + 3]]);
+    let word =
+        |at: usize| u32::from_le_bytes([bytes[at], bytes[at + 1], bytes[at + 2], bytes[at + 3]]);
     let version = word(4);
     if !(OLDEST_READABLE_VERSION..=FORMAT_VERSION).contains(&version) {
         return Err(CheckpointError::IncompatibleVersion {
@@ -388,7 +389,10 @@ mod tests {
         let last = flipped.len() - 1;
         flipped[last] ^= 0x40;
         fs::write(&newest, &flipped).unwrap();
-        assert!(matches!(read(&newest), Err(CheckpointError::Corrupt { .. })));
+        assert!(matches!(
+            read(&newest),
+            Err(CheckpointError::Corrupt { .. })
+        ));
         assert_eq!(store.load_latest(&layout).unwrap().unwrap().0.sequence, 1);
         // Empty.
         fs::write(&newest, b"").unwrap();
@@ -404,12 +408,18 @@ mod tests {
         bytes[4..8].copy_from_slice(&(FORMAT_VERSION + 1).to_le_bytes());
         fs::write(&path, &bytes).unwrap();
         let err = store.load_latest(&sample(0).layout).unwrap_err();
-        assert!(err.to_string().contains("cannot be read by this oceanflow"), "{err}");
+        assert!(
+            err.to_string().contains("cannot be read by this oceanflow"),
+            "{err}"
+        );
 
         store.write(&sample(2)).unwrap();
         let mut other = sample(0).layout;
         other.variables.push("salinity".into());
         let err = store.load_latest(&other).unwrap_err();
-        assert!(matches!(err, CheckpointError::LayoutMismatch { .. }), "{err}");
+        assert!(
+            matches!(err, CheckpointError::LayoutMismatch { .. }),
+            "{err}"
+        );
     }
 }

@@ -105,6 +105,16 @@ pub fn run(
         None => None,
     };
     let shutdown = Arc::new(AtomicBool::new(false));
+    // Signals are watched before anything slow (restoring a checkpoint, listing partitions),
+    // so a SIGTERM during start-up is a graceful stop too.
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .thread_name("oceanflow-http")
+        .enable_all()
+        .build()
+        .map_err(PipelineError::Runtime)?;
+    let (stop_tx, stop_rx) = watch::channel(false);
+    runtime.spawn(watch_signals(stop_tx, stop, Arc::clone(&shutdown)));
     let workers = cfg.pipeline.workers;
     let source_context = sources::context(cfg, workers, options.base_dir, registry.clone());
     let shared = Arc::new(Shared::new(
@@ -114,15 +124,6 @@ pub fn run(
         dead_letter,
         Arc::clone(&shutdown),
     )?);
-
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .thread_name("oceanflow-http")
-        .enable_all()
-        .build()
-        .map_err(PipelineError::Runtime)?;
-    let (stop_tx, stop_rx) = watch::channel(false);
-    runtime.spawn(watch_signals(stop_tx, stop, Arc::clone(&shutdown)));
 
     let listened_on = if options.serve {
         let addr = options.listen.unwrap_or(cfg.export.listen);

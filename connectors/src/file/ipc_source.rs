@@ -25,7 +25,7 @@ pub(super) fn open_stream(
 ) -> Result<Box<dyn PartitionReader>, SourceError> {
     let (input, counter) = CountingReader::open(path)?;
     let reader = StreamReader::try_new(input, None).map_err(|e| arrow_error(path, e))?;
-    IpcPartition::new(path, partition, shared, reader, counter, resume)
+    IpcPartition::open(path, partition, shared, reader, counter, resume)
 }
 
 /// Opens an Arrow IPC file partition, projected to the mapped columns.
@@ -42,7 +42,7 @@ pub(super) fn open_file(
         .collect();
     let (input, counter) = CountingReader::open(path)?;
     let reader = FileReader::try_new(input, Some(projection)).map_err(|e| arrow_error(path, e))?;
-    IpcPartition::new(path, partition, shared, reader, counter, resume)
+    IpcPartition::open(path, partition, shared, reader, counter, resume)
 }
 
 /// The schema of an Arrow IPC stream.
@@ -108,7 +108,7 @@ where
 {
     /// A reader that starts after the rows `resume` says were delivered (IPC has no row
     /// index, so they are decoded again and dropped).
-    fn new(
+    fn open(
         path: &Path,
         partition: String,
         shared: Shared,

@@ -421,7 +421,10 @@ fn read_resuming_after_every_batch(
     cfg: &FileSourceConfig,
 ) -> (Vec<RecordBatch>, Vec<(Option<u64>, RejectReason)>) {
     let (mut rows, mut rejected) = (Vec::new(), Vec::new());
-    for index in 0..file_partitions(cfg, &variables(), &categorical()).unwrap().len() {
+    for index in 0..file_partitions(cfg, &variables(), &categorical())
+        .unwrap()
+        .len()
+    {
         let mut position = None;
         loop {
             // A fresh listing each time: as after a restart.
@@ -455,8 +458,10 @@ fn every_format_resumes_after_any_batch_without_loss_or_repeats() {
             let (rows, rejected) = read_resuming_after_every_batch(&cfg);
             let rows = arrow_select::concat::concat_batches(&schema, &rows).unwrap();
             assert_eq!(rows, expected, "{path:?} with batches of {batch_rows}");
-            let expected_rejected: Vec<_> =
-                expected_rejected.iter().map(|r| (r.row, r.reason)).collect();
+            let expected_rejected: Vec<_> = expected_rejected
+                .iter()
+                .map(|r| (r.row, r.reason))
+                .collect();
             assert_eq!(rejected, expected_rejected, "{path:?}");
         }
     }

@@ -208,6 +208,8 @@ fn resuming_at_a_position_continues_the_same_rows() {
 
     let mut partitions = synthetic_partitions(&cfg, &variables(), &[]).unwrap();
     let bad = Position(serde_json::json!({ "rows": 3 }));
-    let err = (partitions.remove(0).open)(Some(bad)).err().expect("refused");
+    let err = (partitions.remove(0).open)(Some(bad))
+        .err()
+        .expect("refused");
     assert!(err.to_string().contains("cannot resume"), "{err}");
 }

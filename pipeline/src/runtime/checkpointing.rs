@@ -150,7 +150,8 @@ impl Checkpointer {
         // Sorted, so equal states give equal files whatever the worker count.
         part.groups.sort_by(|a, b| a.0.cmp(&b.0));
         part.distinct.sort();
-        part.partitions.sort_by(|a, b| (&a.source, &a.id).cmp(&(&b.source, &b.id)));
+        part.partitions
+            .sort_by(|a, b| (&a.source, &a.id).cmp(&(&b.source, &b.id)));
         let sequence = self.next_sequence.fetch_add(1, Ordering::AcqRel);
         let checkpoint = Checkpoint {
             sequence,

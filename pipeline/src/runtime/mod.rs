@@ -173,7 +173,9 @@ impl Shared {
     /// The current epoch of the update clock (epoch 0 is the restored state's).
     fn epoch_now(&self) -> Epoch {
         let ticks = self.clock_start.elapsed().as_nanos() / self.update_interval.as_nanos().max(1);
-        u64::try_from(ticks).unwrap_or(u64::MAX - 1).saturating_add(1)
+        u64::try_from(ticks)
+            .unwrap_or(u64::MAX - 1)
+            .saturating_add(1)
     }
 
     /// Counts rejected rows and writes them to the dead-letter output.
@@ -287,7 +289,11 @@ pub fn run_worker(worker: &mut Worker, shared: &Shared) {
     let index = worker.index();
     let view = Arc::clone(&shared.views[index]);
     let (groups_in, distinct_in, probe) = build_dataflow(worker, view);
-    let pending = std::mem::take(lock(&shared.dealt).get_mut(index).unwrap_or(&mut Vec::new()));
+    let pending = std::mem::take(
+        lock(&shared.dealt)
+            .get_mut(index)
+            .unwrap_or(&mut Vec::new()),
+    );
     let config = shared.config.config();
     let mut state = WorkerState {
         shared,
@@ -380,10 +386,20 @@ impl WorkerState<'_> {
         let Some(checkpoint) = restored.as_ref() else {
             return;
         };
-        for (key, stats) in checkpoint.groups.iter().skip(self.index).step_by(self.peers) {
+        for (key, stats) in checkpoint
+            .groups
+            .iter()
+            .skip(self.index)
+            .step_by(self.peers)
+        {
             self.groups_in.update(key.clone(), stats.clone());
         }
-        for value in checkpoint.distinct.iter().skip(self.index).step_by(self.peers) {
+        for value in checkpoint
+            .distinct
+            .iter()
+            .skip(self.index)
+            .step_by(self.peers)
+        {
             self.distinct_in.update(value.clone(), 1);
         }
     }

@@ -50,7 +50,8 @@ pub(super) fn deal(
                 continue;
             }
         };
-        let mut per_worker: Vec<VecDeque<Assigned>> = (0..workers).map(|_| VecDeque::new()).collect();
+        let mut per_worker: Vec<VecDeque<Assigned>> =
+            (0..workers).map(|_| VecDeque::new()).collect();
         for partition in parts {
             let state = restored.get(&(name.clone(), partition.id.clone())).cloned();
             if state.as_ref().is_some_and(|s| s.finished) {
