@@ -43,11 +43,15 @@ fn checkpoint_cost(args: &[String]) -> Result<()> {
     };
     let sizes: Vec<usize> = keys
         .split(',')
-        .map(|k| k.trim().parse().context("--keys takes counts like 1000,100000"))
+        .map(|k| {
+            k.trim()
+                .parse()
+                .context("--keys takes counts like 1000,100000")
+        })
         .collect::<Result<_>>()?;
-    let scratch = tempfile::Builder::new().prefix("oceanflow-ckpt-bench").tempdir_in(
-        dir.unwrap_or_else(|| std::env::temp_dir().display().to_string()),
-    )?;
+    let scratch = tempfile::Builder::new()
+        .prefix("oceanflow-ckpt-bench")
+        .tempdir_in(dir.unwrap_or_else(|| std::env::temp_dir().display().to_string()))?;
     println!("| keys | collect ms | write ms (fsync) | bytes | read+verify ms | restore ms |");
     println!("|---:|---:|---:|---:|---:|---:|");
     for n in sizes {
@@ -108,8 +112,7 @@ fn checkpoint_row(n: usize, dir: &std::path::Path) -> Result<String> {
     let started = Instant::now();
     let restored_keys = timely::execute_directly(move |worker| {
         let view = Arc::new(Mutex::new(AggregateView::new()));
-        let (mut groups_in, mut distinct_in, probe) =
-            build_dataflow(worker, Arc::clone(&view));
+        let (mut groups_in, mut distinct_in, probe) = build_dataflow(worker, Arc::clone(&view));
         for (key, stats) in &restored.groups {
             groups_in.update(key.clone(), stats.clone());
         }

@@ -2,12 +2,14 @@
 //!
 //! Every worker contributes its part at the same cut epoch: its view (the keys it owns, which
 //! at that moment reflect exactly the input before the cut) and the positions of its
-//! partitions. The last worker to contribute writes the file; once it is durable, the
-//! positions it holds may be acknowledged upstream (Kafka offsets).
+//! partitions. The last worker to contribute hands the whole checkpoint to a writer thread, so
+//! encoding and `fsync` never stall the dataflow; once the file is durable, the positions it
+//! holds may be acknowledged upstream (Kafka offsets).
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Condvar, Mutex};
+use std::sync::mpsc::{channel, Sender};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use oceanflow_operators::{DistinctKey, GroupKey, Stats};
@@ -35,14 +37,20 @@ pub(crate) struct Part {
     pub partitions: Vec<PartitionState>,
 }
 
-/// Collects parts per cut and writes whole checkpoints.
+/// Collects parts per cut and has whole checkpoints written.
 pub(crate) struct Checkpointer {
-    store: CheckpointStore,
-    layout: Layout,
     workers: usize,
     interval: Duration,
     schedule: Mutex<Schedule>,
     rounds: Mutex<BTreeMap<u64, (usize, Part)>>,
+    /// Complete checkpoints to the writer thread, in cut order.
+    to_writer: Mutex<Sender<(Epoch, Part)>>,
+    durability: Arc<Durability>,
+}
+
+/// What the writer thread reports back.
+#[derive(Default)]
+struct Durability {
     /// Outcome (written or not) of every finished round, for [`Checkpointer::wait_durable`].
     outcomes: Mutex<BTreeMap<u64, bool>>,
     outcome_changed: Condvar,
@@ -50,20 +58,59 @@ pub(crate) struct Checkpointer {
     durable_cut: AtomicU64,
     /// Checkpoints this process has written.
     written: AtomicU64,
-    next_sequence: AtomicU64,
+}
+
+impl Durability {
+    fn settle(&self, cut: Epoch, written: bool) {
+        if written {
+            self.written.fetch_add(1, Ordering::AcqRel);
+            self.durable_cut.fetch_max(cut, Ordering::AcqRel);
+        }
+        lock(&self.outcomes).insert(cut, written);
+        self.outcome_changed.notify_all();
+    }
+}
+
+/// The writer thread's side: encodes and stores checkpoints one after another.
+struct Writer {
+    store: CheckpointStore,
+    layout: Layout,
+    metrics: PipelineMetrics,
+    next_sequence: u64,
+    durability: Arc<Durability>,
 }
 
 impl Checkpointer {
-    pub fn new(
+    /// A checkpointer for `workers` workers that starts its writer thread.
+    pub fn start(
         store: CheckpointStore,
         layout: Layout,
         workers: usize,
         interval: Duration,
-        next_sequence: u64,
-    ) -> Self {
-        Checkpointer {
+        metrics: PipelineMetrics,
+    ) -> Result<Self, crate::checkpoint::CheckpointError> {
+        let durability = Arc::new(Durability::default());
+        let mut writer = Writer {
+            next_sequence: store.next_sequence()?,
             store,
             layout,
+            metrics,
+            durability: Arc::clone(&durability),
+        };
+        let (to_writer, from_workers) = channel::<(Epoch, Part)>();
+        std::thread::Builder::new()
+            .name("oceanflow-checkpoint".into())
+            .spawn(move || {
+                // Ends when the checkpointer (the sender) is dropped.
+                for (cut, part) in from_workers {
+                    writer.write(cut, part);
+                }
+            })
+            .map_err(|source| crate::checkpoint::CheckpointError::Io {
+                path: "checkpoint writer thread".into(),
+                source,
+            })?;
+        Ok(Checkpointer {
             workers,
             interval,
             schedule: Mutex::new(Schedule {
@@ -72,12 +119,9 @@ impl Checkpointer {
                 last_cut_at: Instant::now(),
             }),
             rounds: Mutex::new(BTreeMap::new()),
-            outcomes: Mutex::new(BTreeMap::new()),
-            outcome_changed: Condvar::new(),
-            durable_cut: AtomicU64::new(0),
-            written: AtomicU64::new(0),
-            next_sequence: AtomicU64::new(next_sequence),
-        }
+            to_writer: Mutex::new(to_writer),
+            durability,
+        })
     }
 
     /// Where `worker`, at epoch `current`, may advance towards the clock's epoch `now`: the
@@ -107,8 +151,9 @@ impl Checkpointer {
 
     /// Waits until the round at `cut` has been written or has failed; whether it was written.
     pub fn wait_durable(&self, cut: Epoch, timeout: Duration) -> bool {
-        let outcomes = lock(&self.outcomes);
+        let outcomes = lock(&self.durability.outcomes);
         let (outcomes, _) = self
+            .durability
             .outcome_changed
             .wait_timeout_while(outcomes, timeout, |o| !o.contains_key(&cut))
             .unwrap_or_else(|poisoned| poisoned.into_inner());
@@ -117,16 +162,17 @@ impl Checkpointer {
 
     /// The cut of the newest durable checkpoint (0 before the first).
     pub fn durable_cut(&self) -> u64 {
-        self.durable_cut.load(Ordering::Acquire)
+        self.durability.durable_cut.load(Ordering::Acquire)
     }
 
     /// Checkpoints written by this process.
     pub fn written(&self) -> u64 {
-        self.written.load(Ordering::Acquire)
+        self.durability.written.load(Ordering::Acquire)
     }
 
-    /// Adds one worker's part of the checkpoint at `cut`; the last part writes it.
-    pub fn contribute(&self, cut: u64, part: Part, metrics: &PipelineMetrics) {
+    /// Adds one worker's part of the checkpoint at `cut`; the last part sends the whole to
+    /// the writer.
+    pub fn contribute(&self, cut: u64, part: Part) {
         let complete = {
             let mut rounds = lock(&self.rounds);
             let (parts, whole) = rounds.entry(cut).or_default();
@@ -141,18 +187,25 @@ impl Checkpointer {
             }
         };
         if let Some(whole) = complete {
-            self.write(cut, whole, metrics);
+            if lock(&self.to_writer).send((cut, whole)).is_err() {
+                tracing::error!("The checkpoint writer thread is gone; no further checkpoints.");
+                self.durability.settle(cut, false);
+            }
         }
     }
+}
 
-    fn write(&self, cut: u64, mut part: Part, metrics: &PipelineMetrics) {
+impl Writer {
+    fn write(&mut self, cut: u64, mut part: Part) {
+        let metrics = &self.metrics;
         let started = Instant::now();
         // Sorted, so equal states give equal files whatever the worker count.
         part.groups.sort_by(|a, b| a.0.cmp(&b.0));
         part.distinct.sort();
         part.partitions
             .sort_by(|a, b| (&a.source, &a.id).cmp(&(&b.source, &b.id)));
-        let sequence = self.next_sequence.fetch_add(1, Ordering::AcqRel);
+        let sequence = self.next_sequence;
+        self.next_sequence += 1;
         let checkpoint = Checkpoint {
             sequence,
             created_unix_ms: chrono::Utc::now().timestamp_millis(),
@@ -182,20 +235,13 @@ impl Checkpointer {
                     path = %written.path.display(),
                     "Checkpoint written."
                 );
-                self.written.fetch_add(1, Ordering::AcqRel);
-                self.durable_cut.fetch_max(cut, Ordering::AcqRel);
-                self.settle(cut, true);
+                self.durability.settle(cut, true);
             }
             Err(error) => {
                 metrics.checkpoints.with_label_values(&["failed"]).inc();
                 tracing::error!(sequence, %error, "Checkpoint failed; the previous one stays the restore point.");
-                self.settle(cut, false);
+                self.durability.settle(cut, false);
             }
         }
-    }
-
-    fn settle(&self, cut: Epoch, written: bool) {
-        lock(&self.outcomes).insert(cut, written);
-        self.outcome_changed.notify_all();
     }
 }

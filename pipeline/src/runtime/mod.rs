@@ -110,13 +110,13 @@ impl Shared {
                 let store = CheckpointStore::open(&c.dir, c.keep)?;
                 let layout = Layout::of(&config);
                 let restored = store.load_latest(&layout)?;
-                let checkpointer = Checkpointer::new(
+                let checkpointer = Checkpointer::start(
                     store.clone(),
                     layout,
                     workers,
                     c.interval,
-                    store.next_sequence()?,
-                );
+                    metrics.clone(),
+                )?;
                 let restored = restored.map(|(checkpoint, path)| {
                     tracing::info!(
                         path = %path.display(),
@@ -552,8 +552,11 @@ impl WorkerState<'_> {
         self.distinct_in.advance_to(target);
         self.groups_in.flush();
         self.distinct_in.flush();
-        let probe = &self.probe;
-        worker.step_while(|| probe.less_than(&target));
+        // Park rather than spin while other workers catch up: with two cores, a spinning
+        // worker takes the core the one it waits for needs.
+        while self.probe.less_than(&target) {
+            worker.step_or_park(Some(Duration::from_millis(1)));
+        }
     }
 
     /// The lowest watermark of this worker's inputs: its readable partitions' (not idle past
@@ -606,7 +609,7 @@ impl WorkerState<'_> {
             .filter_map(|p| Some((p.id.clone(), p.position.clone()?)))
             .collect();
         self.acks.push_back((cut, positions));
-        checkpointer.contribute(cut, part, &self.shared.metrics);
+        checkpointer.contribute(cut, part);
     }
 
     /// Acknowledges the positions of every checkpoint that is durable.
@@ -731,7 +734,7 @@ impl WorkerState<'_> {
         drop(std::mem::replace(groups_in, InputSession::new()));
         drop(std::mem::replace(distinct_in, InputSession::new()));
         while !probe.done() {
-            worker.step();
+            worker.step_or_park(Some(Duration::from_millis(1)));
         }
         self.shared.finality[self.index].store(i64::MAX, Ordering::Release);
         let covered: Vec<(String, Position)> = self
