@@ -86,13 +86,26 @@ pub struct PipelineConfig {
     /// buckets. Older rows are rejected as `too_late`. Default 1 hour.
     #[serde(default = "default_lateness", with = "source::humantime_serde_compat")]
     pub allowed_lateness: Duration,
-    /// Granularity of the dataflow's timestamps (event-time watermarks are rounded down to
-    /// it). Coarser means cheaper progress tracking and fewer, larger updates. Default 1 s.
+    /// How often the dataflow's time advances (wall clock). Aggregates, `/metrics` and the API
+    /// move forward at this cadence; shorter means fresher results and more progress
+    /// messages. Default 250 ms.
     #[serde(
-        default = "default_granularity",
+        default = "default_update_interval",
         with = "source::humantime_serde_compat"
     )]
-    pub time_granularity: Duration,
+    pub update_interval: Duration,
+    /// A partition that has delivered nothing for this long no longer holds back the
+    /// event-time frontier (and so retention), so a silent instrument cannot stall
+    /// compaction. Its later rows are still judged against its own watermark and the
+    /// retention horizon. Default 5 minutes.
+    #[serde(
+        default = "default_idle_timeout",
+        with = "source::humantime_serde_compat"
+    )]
+    pub idle_timeout: Duration,
+    /// Periodic checkpoints of the aggregates and source positions; off when absent.
+    #[serde(default)]
+    pub checkpoint: Option<CheckpointConfig>,
     /// Dead-letter output for rejected rows; rejections are always counted in metrics.
     #[serde(default)]
     pub dead_letter: Option<DeadLetterConfig>,
@@ -103,7 +116,9 @@ impl Default for PipelineConfig {
         PipelineConfig {
             workers: default_workers(),
             allowed_lateness: default_lateness(),
-            time_granularity: default_granularity(),
+            update_interval: default_update_interval(),
+            idle_timeout: default_idle_timeout(),
+            checkpoint: None,
             dead_letter: None,
         }
     }
@@ -115,8 +130,47 @@ fn default_workers() -> usize {
 fn default_lateness() -> Duration {
     Duration::from_secs(3600)
 }
-fn default_granularity() -> Duration {
-    Duration::from_secs(1)
+fn default_update_interval() -> Duration {
+    Duration::from_millis(250)
+}
+fn default_idle_timeout() -> Duration {
+    Duration::from_secs(300)
+}
+
+/// `[pipeline.checkpoint]`: where and how often the state is saved.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CheckpointConfig {
+    /// Directory of the checkpoint files (created if missing). Relative paths are relative to
+    /// the working directory.
+    pub dir: std::path::PathBuf,
+    /// Time between checkpoints. Default 10 s. A final checkpoint is written on shutdown.
+    #[serde(
+        default = "default_checkpoint_interval",
+        with = "source::humantime_serde_compat"
+    )]
+    pub interval: Duration,
+    /// How many checkpoints to keep (the newest); older ones are deleted. Default 3.
+    #[serde(default = "default_checkpoint_keep")]
+    pub keep: usize,
+}
+
+impl CheckpointConfig {
+    /// Checkpoints in `dir` with the default interval and retention.
+    pub fn in_dir(dir: std::path::PathBuf) -> CheckpointConfig {
+        CheckpointConfig {
+            dir,
+            interval: default_checkpoint_interval(),
+            keep: default_checkpoint_keep(),
+        }
+    }
+}
+
+fn default_checkpoint_interval() -> Duration {
+    Duration::from_secs(10)
+}
+fn default_checkpoint_keep() -> usize {
+    3
 }
 
 /// Default address of the HTTP listener: loopback only.

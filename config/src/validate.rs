@@ -3,6 +3,7 @@
 
 use std::collections::HashSet;
 use std::fmt;
+use std::time::Duration;
 
 use crate::region::{parse_wkt_area, Region};
 use crate::schema::{LATITUDE, LONGITUDE, STATION, TIME};
@@ -120,11 +121,41 @@ impl ValidConfig {
                 format!("expected 1 to 1024 worker threads, got {}", p.workers),
             );
         }
-        if p.time_granularity.is_zero() {
+        if p.update_interval.is_zero() || p.update_interval > Duration::from_secs(3600) {
             err(
-                "pipeline.time_granularity".into(),
-                "expected a positive duration such as \"1s\"".into(),
+                "pipeline.update_interval".into(),
+                "expected a duration from 1ms to 1h, such as \"250ms\"".into(),
             );
+        }
+        if p.idle_timeout.is_zero() {
+            err(
+                "pipeline.idle_timeout".into(),
+                "expected a positive duration such as \"5m\"".into(),
+            );
+        }
+        if let Some(c) = &p.checkpoint {
+            if c.dir.as_os_str().is_empty() {
+                err(
+                    "pipeline.checkpoint.dir".into(),
+                    "expected a directory path".into(),
+                );
+            }
+            if c.interval < p.update_interval {
+                err(
+                    "pipeline.checkpoint.interval".into(),
+                    format!(
+                        "expected at least pipeline.update_interval ({}), got {}",
+                        humantime::format_duration(p.update_interval),
+                        humantime::format_duration(c.interval)
+                    ),
+                );
+            }
+            if c.keep == 0 {
+                err(
+                    "pipeline.checkpoint.keep".into(),
+                    "expected at least 1 checkpoint to keep".into(),
+                );
+            }
         }
 
         let reserved = [TIME, STATION, LATITUDE, LONGITUDE];

@@ -27,7 +27,7 @@ use arrow_schema::{DataType, SchemaRef};
 use oceanflow_config::{FileFormat, FileSourceConfig};
 
 use crate::canonical::{parse_time_text, Canonicalizer};
-use crate::{Partition, PartitionReader, SourceError};
+use crate::{Partition, PartitionReader, Position, SourceError};
 
 /// Rows examined per text column by [`probe_string_columns`] for CSV and NDJSON.
 const PROBE_ROWS: usize = 1000;
@@ -94,8 +94,9 @@ struct Shared {
     batch_rows: usize,
 }
 
-/// Opens a reader of a whole file: path, partition id, shared settings.
-type Opener = fn(&Path, String, Shared) -> Result<Box<dyn PartitionReader>, SourceError>;
+/// Opens a reader of a whole file: path, partition id, shared settings, resume position.
+type Opener =
+    fn(&Path, String, Shared, Option<Position>) -> Result<Box<dyn PartitionReader>, SourceError>;
 
 /// A partition covering a whole file of a non-Parquet format.
 fn whole_file(path: PathBuf, open: Opener, shared: Shared) -> Partition {
@@ -103,8 +104,28 @@ fn whole_file(path: PathBuf, open: Opener, shared: Shared) -> Partition {
     let partition = id.clone();
     Partition {
         id,
-        open: Box::new(move |_resume| open(&path, partition, shared)),
+        open: Box::new(move |resume| open(&path, partition, shared, resume)),
     }
+}
+
+/// The position of a reader that has delivered `rows` rows of its partition: `{"rows": N}`.
+fn rows_position(rows: u64) -> Position {
+    Position(serde_json::json!({ "rows": rows }))
+}
+
+/// The row count of a [`rows_position`].
+fn rows_of(path: &Path, position: &Position) -> Result<u64, SourceError> {
+    position
+        .0
+        .get("rows")
+        .and_then(serde_json::Value::as_u64)
+        .ok_or_else(|| SourceError::Other {
+            context: path.display().to_string(),
+            message: format!(
+                "cannot resume from position {}: expected {{\"rows\": N}}",
+                position.0
+            ),
+        })
 }
 
 /// Expands a path or glob into the sorted list of matching files.

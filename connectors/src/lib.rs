@@ -227,6 +227,26 @@ pub struct SourceContext {
     /// Registry for connector-specific metrics (served on `/metrics`); register each family
     /// once per process, not once per partition.
     pub registry: prometheus::Registry,
+    /// Positions of this source's partitions in the checkpoint being restored, by partition
+    /// id (empty on a fresh start). Each partition's own position is also handed to its
+    /// [`Opener`]; this map is for sources whose partitions share state (a consumer group's
+    /// members may be assigned each other's Kafka partitions after a restart).
+    pub resume: std::collections::BTreeMap<String, Position>,
+}
+
+impl SourceContext {
+    /// A context for one worker, relative paths from the working directory, a fresh registry
+    /// and nothing to resume: what a connector's own tests and tools need.
+    pub fn new(variables: Vec<String>, categorical: Vec<String>) -> SourceContext {
+        SourceContext {
+            variables,
+            categorical,
+            workers: 1,
+            base_dir: std::path::PathBuf::from("."),
+            registry: prometheus::Registry::new(),
+            resume: Default::default(),
+        }
+    }
 }
 
 impl std::fmt::Debug for SourceContext {

@@ -23,7 +23,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rand_distr::Normal;
 
-use crate::{Partition, PartitionReader, Poll, SourceBatch, SourceError};
+use crate::{Partition, PartitionReader, Poll, Position, SourceBatch, SourceError};
 
 /// Depths the generator picks from, in metres.
 const DEPTHS: [f64; 6] = [5.0, 10.0, 25.0, 50.0, 100.0, 200.0];
@@ -37,14 +37,17 @@ pub fn synthetic_partitions(
     variables: &[String],
     categorical: &[String],
 ) -> Result<Vec<Partition>, SourceError> {
-    let generator = Generator::new(cfg, variables, categorical)?;
-    let reader = SyntheticReader {
-        generator,
-        pacer: Pacer::new(cfg.rows_per_second),
-    };
+    let mut generator = Generator::new(cfg, variables, categorical)?;
+    let rows_per_second = cfg.rows_per_second;
     Ok(vec![Partition {
         id: cfg.name.clone(),
-        open: Box::new(move |_resume| Ok(Box::new(reader) as Box<dyn PartitionReader>)),
+        open: Box::new(move |resume| {
+            if let Some(position) = resume {
+                generator.resume(&position)?;
+            }
+            let pacer = Pacer::new(rows_per_second, generator.emitted);
+            Ok(Box::new(SyntheticReader { generator, pacer }) as Box<dyn PartitionReader>)
+        }),
     }])
 }
 
@@ -165,6 +168,37 @@ impl Generator {
         })
     }
 
+    /// Where the generator stands: rows emitted and the random stream's word position
+    /// (decimal text: it is a 68-bit number), which together reproduce the next rows exactly.
+    fn position(&self) -> Position {
+        Position(serde_json::json!({
+            "rows": self.emitted,
+            "word_pos": self.rng.get_word_pos().to_string(),
+        }))
+    }
+
+    /// Continues after a [`Generator::position`].
+    fn resume(&mut self, position: &Position) -> Result<(), SourceError> {
+        let rows = position.0.get("rows").and_then(serde_json::Value::as_u64);
+        let word_pos = position
+            .0
+            .get("word_pos")
+            .and_then(serde_json::Value::as_str)
+            .and_then(|w| w.parse::<u128>().ok());
+        let (Some(rows), Some(word_pos)) = (rows, word_pos) else {
+            return Err(SourceError::Other {
+                context: format!("synthetic source {}", self.name),
+                message: format!(
+                    "cannot resume from position {}: expected {{\"rows\": N, \"word_pos\": \"N\"}}",
+                    position.0
+                ),
+            });
+        };
+        self.emitted = rows;
+        self.rng.set_word_pos(word_pos);
+        Ok(())
+    }
+
     /// Rows left before the limit (`u64::MAX` when unbounded).
     fn remaining(&self) -> u64 {
         self.limit
@@ -267,18 +301,21 @@ fn station_name(index: u32, width: usize) -> String {
 struct Pacer {
     rows_per_second: Option<f64>,
     started: Option<Instant>,
+    already: u64,
 }
 
 impl Pacer {
-    fn new(rows_per_second: Option<f64>) -> Self {
+    /// Paces the rows after the first `already` (emitted before a restart).
+    fn new(rows_per_second: Option<f64>, already: u64) -> Self {
         Pacer {
             rows_per_second,
             started: None,
+            already,
         }
     }
 
-    /// How many rows may be emitted at `now`, given `emitted` so far. Row `i` is due at
-    /// `i / rate` seconds after the first poll.
+    /// How many rows may be emitted at `now`, given `emitted` so far. Row `already + i` is
+    /// due at `i / rate` seconds after the first poll.
     fn allowed(&mut self, now: Instant, emitted: u64) -> u64 {
         let Some(rate) = self.rows_per_second else {
             return u64::MAX;
@@ -286,7 +323,7 @@ impl Pacer {
         let started = *self.started.get_or_insert(now);
         let due = (now.duration_since(started).as_secs_f64() * rate).floor() + 1.0;
         // Float to int casts saturate; `due` is finite and positive here.
-        (due as u64).saturating_sub(emitted)
+        (due as u64).saturating_sub(emitted.saturating_sub(self.already))
     }
 }
 
@@ -314,7 +351,7 @@ impl SyntheticReader {
             batch,
             rejected: Vec::new(),
             bytes: 0,
-            position: None,
+            position: Some(self.generator.position()),
         }))
     }
 }

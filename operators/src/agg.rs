@@ -119,12 +119,20 @@ impl VarStats {
 
 /// The diff of every aggregate: the number of observations and per-variable moments, in the
 /// order of the configured variables.
+///
+/// Min/max have no inverse, so a key cannot be taken back observation by observation. What
+/// retention needs is coarser: take back a key's *whole* accumulated value. `retracted` does
+/// that — a key whose accumulation has `retracted == count` is zero, so differential drops it
+/// from its arrangements and the changelog retracts it from the views.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 pub struct Stats {
     /// Observations (rows), whatever their variables hold.
     pub count: u64,
     /// One entry per configured variable.
     pub vars: Vec<VarStats>,
+    /// Observations taken back by [`Stats::retraction`]; non-zero only while a key expires.
+    #[serde(default)]
+    pub retracted: u64,
 }
 
 impl Stats {
@@ -133,12 +141,24 @@ impl Stats {
         Stats {
             count: 0,
             vars: vec![VarStats::EMPTY; variables],
+            retracted: 0,
+        }
+    }
+
+    /// The difference that takes back the whole accumulated value `total` of a key: added to
+    /// the key's accumulation it makes it zero (used to expire buckets past retention).
+    pub fn retraction(total: &Stats) -> Stats {
+        Stats {
+            count: 0,
+            vars: Vec::new(),
+            retracted: total.count.saturating_sub(total.retracted),
         }
     }
 
     /// Adds the observations summarised by `other`.
     pub fn merge(&mut self, other: &Stats) {
         self.count += other.count;
+        self.retracted += other.retracted;
         if self.vars.len() < other.vars.len() {
             self.vars.resize(other.vars.len(), VarStats::EMPTY);
         }
@@ -150,7 +170,7 @@ impl Stats {
 
 impl IsZero for Stats {
     fn is_zero(&self) -> bool {
-        self.count == 0
+        self.count == self.retracted
     }
 }
 
@@ -191,7 +211,10 @@ impl Ord for Stats {
                     return o;
                 }
             }
-            self.vars.len().cmp(&other.vars.len())
+            self.vars
+                .len()
+                .cmp(&other.vars.len())
+                .then(self.retracted.cmp(&other.retracted))
         })
     }
 }
@@ -266,9 +289,38 @@ mod tests {
         let other = Stats {
             count: 2,
             vars: vec![of(&[1.0, 3.0])],
+            retracted: 0,
         };
         s.plus_equals(&other);
         assert_eq!(s, other);
         assert!(!s.is_zero());
+    }
+
+    #[test]
+    fn retraction_makes_the_accumulation_zero_in_any_order() {
+        let (a, b) = (
+            Stats {
+                count: 2,
+                vars: vec![of(&[1.0, 3.0])],
+                retracted: 0,
+            },
+            Stats {
+                count: 1,
+                vars: vec![of(&[9.0])],
+                retracted: 0,
+            },
+        );
+        let mut total = a.clone();
+        total.plus_equals(&b);
+        let undo = Stats::retraction(&total);
+        assert!(!undo.is_zero());
+        let mut first = undo.clone();
+        first.plus_equals(&a);
+        assert!(!first.is_zero());
+        first.plus_equals(&b);
+        assert!(first.is_zero());
+        let mut last = total;
+        last.plus_equals(&undo);
+        assert!(last.is_zero());
     }
 }

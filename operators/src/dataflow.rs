@@ -28,7 +28,7 @@ use crate::keys::{DistinctKey, GroupKey};
 /// use oceanflow_operators::{GroupKey, Stats, VarStats};
 /// use timely::dataflow::operators::capture::{Capture, Extract};
 ///
-/// let one = |x: f64| Stats { count: 1, vars: vec![VarStats::of(x)] };
+/// let one = |x: f64| Stats { count: 1, vars: vec![VarStats::of(x)], retracted: 0 };
 /// let captured = timely::example(move |scope| {
 ///     let key = GroupKey::Region(0);
 ///     let (_input, partials) = scope.new_collection_from_raw(vec![
@@ -54,18 +54,18 @@ where
     changelog(partials, "Aggregates")
 }
 
-/// The number of distinct values per `(region, field)`, as a changelog like [`aggregates`]:
-/// `(((region, field), n), t, ±1)`. The input carries `+1` per batch in which a value was
-/// present; repeats across batches (and workers) count once.
+/// The distinct `(region, field, value)` triples, as a changelog: `+1` when a triple is first
+/// present, never `-1` for insert-only input. The input carries `+1` per batch in which a value
+/// was present; repeats across batches (and workers) count once. The views keep the triples
+/// (so a checkpoint can hold them) and count them per `(region, field)`.
 ///
-/// Operators: `Arrange: DistinctValues`, `DistinctValues`, `Arrange: DistinctCounts`,
-/// `DistinctCounts`.
+/// Operators: `DistinctValues`.
 ///
 /// # Examples
 ///
 /// ```
 /// use differential_dataflow::input::Input;
-/// use oceanflow_operators::dataflow::distinct_counts;
+/// use oceanflow_operators::dataflow::distinct_values;
 /// use timely::dataflow::operators::capture::{Capture, Extract};
 ///
 /// let captured = timely::example(|scope| {
@@ -73,25 +73,23 @@ where
 ///         ((0u32, 0u32, "cod".to_string()), 0u64, 1isize),
 ///         ((0, 0, "cod".to_string()), 0, 1),
 ///         ((0, 0, "haddock".to_string()), 0, 1),
-///         ((1, 0, "cod".to_string()), 0, 1),
 ///     ]);
-///     distinct_counts(values).inner.capture()
+///     distinct_values(values).inner.capture()
 /// });
-/// let mut counts: Vec<_> = captured.extract().into_iter().flat_map(|(_, c)| c).collect();
-/// counts.sort();
-/// assert_eq!(counts, vec![(((0, 0), 2), 0, 1), (((1, 0), 1), 0, 1)]);
+/// let mut present: Vec<_> = captured.extract().into_iter().flat_map(|(_, c)| c).collect();
+/// present.sort();
+/// assert_eq!(present, vec![
+///     ((0, 0, "cod".to_string()), 0, 1),
+///     ((0, 0, "haddock".to_string()), 0, 1),
+/// ]);
 /// ```
-pub fn distinct_counts<'scope, T>(
+pub fn distinct_values<'scope, T>(
     values: VecCollection<'scope, T, DistinctKey, isize>,
-) -> VecCollection<'scope, T, ((u32, u32), isize), isize>
+) -> VecCollection<'scope, T, DistinctKey, isize>
 where
     T: Timestamp + Lattice + Ord,
 {
-    let present = values.threshold_named("DistinctValues", |_, count| isize::from(*count > 0));
-    changelog(
-        present.map(|(region, field, _value)| (region, field)),
-        "DistinctCounts",
-    )
+    values.threshold_named("DistinctValues", |_, count| isize::from(*count > 0))
 }
 
 /// The accumulated difference of every key as a changelog of `(key, accumulated)` records:

@@ -15,6 +15,9 @@ use arrow_buffer::BooleanBuffer;
 pub struct Watermark {
     lateness_us: i64,
     max_seen: Option<i64>,
+    /// Rows older than this are too late whatever the partition has seen: the retention
+    /// horizon, behind which buckets have been compacted away.
+    floor: i64,
 }
 
 /// How the rows of one batch fare against the watermark.
@@ -47,7 +50,21 @@ impl Watermark {
         Watermark {
             lateness_us: lateness_us.max(0),
             max_seen: None,
+            floor: i64::MIN,
         }
+    }
+
+    /// A partition resumed from a checkpoint, which had seen up to `max_seen`.
+    pub fn resumed(lateness_us: i64, max_seen: Option<i64>) -> Watermark {
+        Watermark {
+            max_seen,
+            ..Watermark::from_micros(lateness_us)
+        }
+    }
+
+    /// Rejects rows older than `floor_us` from now on (it only ever rises).
+    pub fn raise_floor(&mut self, floor_us: i64) {
+        self.floor = self.floor.max(floor_us);
     }
 
     /// Judges `times` (event times in µs, in row order) and advances the watermark past them.
@@ -58,6 +75,7 @@ impl Watermark {
         let mut late_accepted = 0;
         for (row, &t) in times.iter().enumerate() {
             let kept = match self.max_seen {
+                _ if t < self.floor => false,
                 None => true,
                 Some(max) if t >= max => true,
                 Some(max) => {
@@ -90,13 +108,6 @@ impl Watermark {
     /// The newest event time seen, `None` before the first row.
     pub fn max_seen(&self) -> Option<i64> {
         self.max_seen
-    }
-
-    /// The watermark rounded down to a multiple of `granularity_us` (a dataflow timestamp);
-    /// a granularity below 1 counts as 1.
-    pub fn timestamp(&self, granularity_us: i64) -> Option<i64> {
-        let g = granularity_us.max(1);
-        self.watermark().map(|w| w.div_euclid(g).saturating_mul(g))
     }
 }
 
@@ -154,9 +165,18 @@ mod tests {
         assert_eq!(w.watermark(), Some(0));
         let mut w = Watermark::from_micros(-5);
         assert_eq!(w.split(&[i64::MIN, 0, -1]).too_late, vec![2]);
-        assert_eq!(w.timestamp(1_000), Some(0));
-        let mut w = Watermark::from_micros(0);
-        w.split(&[-1_500]);
-        assert_eq!(w.timestamp(1_000), Some(-2_000));
+        assert_eq!(w.watermark(), Some(0));
+    }
+
+    #[test]
+    fn the_floor_rejects_older_rows_and_a_resumed_partition_remembers() {
+        let mut w = Watermark::resumed(10, Some(100));
+        assert_eq!(w.watermark(), Some(90));
+        assert_eq!(w.split(&[95, 80]).too_late, vec![1]);
+        w.raise_floor(120);
+        w.raise_floor(0);
+        let s = w.split(&[119, 120, 200]);
+        assert_eq!(s.too_late, vec![0]);
+        assert_eq!(w.max_seen(), Some(200));
     }
 }

@@ -181,6 +181,7 @@ impl Slots {
                 .zip(shifts)
                 .map(|(m, shift)| m.to_var_stats(*shift))
                 .collect(),
+            retracted: 0,
         }
     }
 }
@@ -552,7 +553,14 @@ impl RollUp {
                 .zip(shifts)
                 .map(|(m, shift)| m.to_var_stats(*shift))
                 .collect();
-            out.groups.push((key, Stats { count, vars }));
+            out.groups.push((
+                key,
+                Stats {
+                    count,
+                    vars,
+                    retracted: 0,
+                },
+            ));
         }
     }
 }

@@ -1,10 +1,10 @@
 //! [`AggregateView`]: the current value of every aggregate, kept from the changelogs of
 //! [`aggregates`](crate::dataflow::aggregates) and
-//! [`distinct_counts`](crate::dataflow::distinct_counts). Plain data, no I/O: the pipeline
+//! [`distinct_values`](crate::dataflow::distinct_values). Plain data, no I/O: the pipeline
 //! keeps one per worker (each worker owns a disjoint set of keys) for the HTTP export.
 
 use std::cmp::Ordering;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use oceanflow_config::{BucketWidth, CalendarPart};
 
@@ -15,8 +15,8 @@ use crate::keys::GroupKey;
 /// One change of an aggregate: `((key, value), time, diff)`.
 pub type AggregateChange<T = i64> = ((GroupKey, Stats), T, isize);
 
-/// One change of a distinct count: `(((region, field), count), time, diff)`.
-pub type DistinctChange<T = i64> = (((u32, u32), isize), T, isize);
+/// One change of the distinct values: `((region, field, value), time, diff)`.
+pub type DistinctChange<T = i64> = (crate::keys::DistinctKey, T, isize);
 
 /// The current aggregates, by family.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -26,7 +26,8 @@ pub struct AggregateView {
     buckets: BTreeMap<(BucketWidth, Option<String>, i64), Stats>,
     calendar: BTreeMap<(CalendarPart, u32), Stats>,
     regions: BTreeMap<u32, Stats>,
-    distinct: BTreeMap<(u32, u32), isize>,
+    /// The distinct values present per `(region, field)`.
+    distinct: BTreeMap<(u32, u32), BTreeSet<String>>,
 }
 
 impl AggregateView {
@@ -61,33 +62,101 @@ impl AggregateView {
         }
     }
 
-    /// Applies a changelog of distinct counts, with the rules of
-    /// [`AggregateView::apply_changes`].
-    pub fn apply_distinct<T: Ord>(&mut self, changes: &[DistinctChange<T>]) {
-        for ((key, count), _, diff) in in_time_order(changes) {
-            apply(&mut self.distinct, *key, count, *diff);
+    /// Applies a changelog of distinct values ([`distinct_values`](crate::dataflow::distinct_values)):
+    /// `+1` adds a value, `-1` removes it.
+    pub fn apply_distinct<T>(&mut self, changes: &[DistinctChange<T>]) {
+        for ((region, field, value), _, diff) in changes {
+            let values = self.distinct.entry((*region, *field)).or_default();
+            match diff.cmp(&0) {
+                Ordering::Greater => {
+                    values.insert(value.clone());
+                }
+                Ordering::Less => {
+                    values.remove(value);
+                }
+                Ordering::Equal => {}
+            }
+            if values.is_empty() {
+                self.distinct.remove(&(*region, *field));
+            }
         }
     }
 
-    /// Drops the buckets of `width` (all stations) that end at or before `older_than_us`,
-    /// i.e. whose every instant is older than the horizon; returns how many were dropped.
-    /// A later change for a dropped bucket (a late row) inserts it again.
-    pub fn expire_buckets(&mut self, width: BucketWidth, older_than_us: i64) -> usize {
-        let before = self.buckets.len();
-        self.buckets.retain(|(w, _, start), _| {
-            *w != width || bucket_end(width, *start).is_none_or(|end| end > older_than_us)
-        });
-        before - self.buckets.len()
+    /// The buckets of `width` (all stations) that end at or before `older_than_us` — whose
+    /// every instant is older than the horizon — with their values. Feeding
+    /// [`Stats::retraction`] of each into the dataflow removes them from its state, and its
+    /// changelog then removes them from this view.
+    pub fn expired_buckets(
+        &self,
+        width: BucketWidth,
+        older_than_us: i64,
+    ) -> Vec<(GroupKey, Stats)> {
+        self.buckets
+            .range((width, None, i64::MIN)..)
+            .take_while(|((w, _, _), _)| *w == width)
+            .filter(|((_, _, start), _)| {
+                bucket_end(width, *start).is_some_and(|end| end <= older_than_us)
+            })
+            .map(|((width, station, start_us), stats)| {
+                let key = GroupKey::Bucket {
+                    width: *width,
+                    start_us: *start_us,
+                    station: station.clone(),
+                };
+                (key, stats.clone())
+            })
+            .collect()
     }
 
-    /// Merges `other`, e.g. the view of another worker; `other`'s value wins for a key held
-    /// by both (workers own disjoint keys, so that does not happen in the pipeline).
+    /// Every aggregate as `(key, value)`: what a checkpoint stores.
+    pub fn groups(&self) -> impl Iterator<Item = (GroupKey, &Stats)> {
+        let stations = self
+            .stations
+            .iter()
+            .map(|(name, s)| (GroupKey::Station(name.clone()), s));
+        let buckets = self.buckets.iter().map(|((width, station, start), s)| {
+            let key = GroupKey::Bucket {
+                width: *width,
+                start_us: *start,
+                station: station.clone(),
+            };
+            (key, s)
+        });
+        let calendar = self.calendar.iter().map(|((part, value), s)| {
+            (
+                GroupKey::Calendar {
+                    part: *part,
+                    value: *value,
+                },
+                s,
+            )
+        });
+        let regions = self.regions.iter().map(|(r, s)| (GroupKey::Region(*r), s));
+        stations.chain(buckets).chain(calendar).chain(regions)
+    }
+
+    /// Every distinct value present, as `(region, field, value)`.
+    pub fn distinct_values(&self) -> impl Iterator<Item = (u32, u32, &str)> {
+        self.distinct.iter().flat_map(|((region, field), values)| {
+            values.iter().map(move |v| (*region, *field, v.as_str()))
+        })
+    }
+
+    /// Merges `other`, e.g. the view of another worker; `other`'s value wins for an aggregate
+    /// held by both (workers own disjoint keys, so that does not happen in the pipeline).
     pub fn extend_from(&mut self, other: &AggregateView) {
         self.stations.extend(other.stations.clone());
         self.buckets.extend(other.buckets.clone());
         self.calendar.extend(other.calendar.clone());
         self.regions.extend(other.regions.clone());
-        self.distinct.extend(other.distinct.clone());
+        // Distinct values are spread over workers by value, so a (region, field) can be on
+        // several: union the sets.
+        for (key, values) in &other.distinct {
+            self.distinct
+                .entry(*key)
+                .or_default()
+                .extend(values.iter().cloned());
+        }
     }
 
     /// The value of one key.
@@ -129,9 +198,7 @@ impl AggregateView {
 
     /// Distinct counts as `((region, field), count)`.
     pub fn distinct_counts(&self) -> impl Iterator<Item = ((u32, u32), usize)> + '_ {
-        self.distinct
-            .iter()
-            .map(|(k, n)| (*k, usize::try_from(*n).unwrap_or(0)))
+        self.distinct.iter().map(|(k, values)| (*k, values.len()))
     }
 
     /// Keys held per family: station, temporal (buckets and calendar parts), regional,
@@ -195,6 +262,7 @@ mod tests {
         Stats {
             count,
             vars: vec![VarStats::of(count as f64)],
+            retracted: 0,
         }
     }
 
@@ -245,11 +313,16 @@ mod tests {
     #[test]
     fn distinct_counts_follow_their_changelog() {
         let mut view = AggregateView::new();
-        view.apply_distinct(&[(((0, 1), 2), 0, 1)]);
-        view.apply_distinct(&[(((0, 1), 3), 1, 1), (((0, 1), 2), 1, -1)]);
+        let value = |v: &str| (0, 1, v.to_string());
+        view.apply_distinct(&[(value("cod"), 0, 1), (value("ling"), 0, 1)]);
+        view.apply_distinct(&[(value("hake"), 1, 1), (value("ling"), 1, -1)]);
         assert_eq!(
             view.distinct_counts().collect::<Vec<_>>(),
-            vec![((0, 1), 3)]
+            vec![((0, 1), 2)]
+        );
+        assert_eq!(
+            view.distinct_values().collect::<Vec<_>>(),
+            vec![(0, 1, "cod"), (0, 1, "hake")]
         );
         assert_eq!(view.len(), 1);
     }
@@ -275,14 +348,23 @@ mod tests {
                 1,
             ),
         ]);
-        assert_eq!(view.expire_buckets(day, DAY_US - 1), 0);
-        assert_eq!(view.expire_buckets(day, DAY_US), 2);
+        assert!(view.expired_buckets(day, DAY_US - 1).is_empty());
+        let expired = view.expired_buckets(day, DAY_US);
+        let keys: Vec<_> = expired.iter().map(|(k, _)| k.clone()).collect();
+        assert_eq!(keys, vec![bucket(day, 0, None), bucket(day, 0, Some("s"))]);
+        // The dataflow answers the retractions with `-old` and no new value.
+        let removals: Vec<_> = expired.into_iter().map(|kv| (kv, 1, -1)).collect();
+        view.apply_changes(&removals);
         let left: Vec<_> = view.buckets().map(|(w, s, t, _)| (w, s, t)).collect();
         assert_eq!(
             left,
             vec![(BucketWidth::Hour, None, 0), (day, None, DAY_US)]
         );
         assert_eq!(view.calendar().count(), 1);
+        let stored: Vec<_> = view.groups().map(|(k, s)| (k, s.clone())).collect();
+        let mut copy = AggregateView::new();
+        copy.apply_changes(&stored.into_iter().map(|kv| (kv, 0, 1)).collect::<Vec<_>>());
+        assert_eq!(copy, view);
     }
 
     #[test]

@@ -16,7 +16,7 @@ use differential_dataflow::input::Input;
 use oceanflow_config::region::parse_wkt_area;
 use oceanflow_config::schema::observation_schema;
 use oceanflow_config::{BucketWidth, CalendarPart, Region};
-use oceanflow_operators::dataflow::{aggregates, distinct_counts};
+use oceanflow_operators::dataflow::{aggregates, distinct_values};
 use oceanflow_operators::late::Watermark;
 use oceanflow_operators::preagg::{Partials, PreAggregator};
 use oceanflow_operators::spec::AggregateSpec;
@@ -268,8 +268,8 @@ fn run_operators(case: &Case, workers: usize) -> AggregateView {
             let (probe, _) = aggregates(partials)
                 .inspect(move |c| changes_sink.lock().unwrap().push((index, c.clone())))
                 .probe();
-            distinct_counts(present)
-                .inspect(move |c| distinct_sink.lock().unwrap().push((index, *c)))
+            distinct_values(present)
+                .inspect(move |c| distinct_sink.lock().unwrap().push((index, c.clone())))
                 .probe_with(&probe);
             (groups, values, probe)
         });
@@ -283,9 +283,10 @@ fn run_operators(case: &Case, workers: usize) -> AggregateView {
                 let split = watermark.split(&times);
                 pre.aggregate_kept(&batch, Some(&split.keep), &mut partials)
                     .expect("canonical batch");
+                // Any non-decreasing time works; the watermark, coarsened, is one.
                 let t = watermark
-                    .timestamp(GRANULARITY_US)
-                    .unwrap_or(i64::MIN)
+                    .watermark()
+                    .map_or(i64::MIN, |w| w.div_euclid(GRANULARITY_US) * GRANULARITY_US)
                     .max(*groups.time());
                 groups.advance_to(t);
                 values.advance_to(t);
@@ -327,7 +328,7 @@ fn run_operators(case: &Case, workers: usize) -> AggregateView {
             .unwrap()
             .iter()
             .filter(|(i, _)| *i == w)
-            .map(|(_, c)| *c)
+            .map(|(_, c)| c.clone())
             .collect();
         view.apply_distinct(&mine);
         merged.extend_from(&view);

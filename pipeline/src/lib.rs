@@ -10,6 +10,7 @@
 //!
 //! [`run`] is the entry point; the `oceanflow` binary is a thin CLI over it.
 
+pub mod checkpoint;
 pub mod export;
 pub mod inputs;
 pub mod metrics;
@@ -79,6 +80,9 @@ pub enum PipelineError {
     /// Timely could not start or a worker failed.
     #[error("dataflow workers: {0}")]
     Workers(String),
+    /// The checkpoint directory cannot be used, or its newest checkpoint cannot be restored.
+    #[error("checkpoint: {0}")]
+    Checkpoint(#[from] checkpoint::CheckpointError),
     /// Metric registration failed (a programming error, reported rather than panicking).
     #[error("metrics: {0}")]
     Metrics(#[from] prometheus::Error),
@@ -101,16 +105,8 @@ pub fn run(
         None => None,
     };
     let shutdown = Arc::new(AtomicBool::new(false));
-    let workers = cfg.pipeline.workers;
-    let source_context = sources::context(cfg, workers, options.base_dir, registry.clone());
-    let shared = Arc::new(Shared::new(
-        Arc::clone(&config),
-        source_context,
-        metrics,
-        dead_letter,
-        Arc::clone(&shutdown),
-    ));
-
+    // Signals are watched before anything slow (restoring a checkpoint, listing partitions),
+    // so a SIGTERM during start-up is a graceful stop too.
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .thread_name("oceanflow-http")
@@ -119,6 +115,15 @@ pub fn run(
         .map_err(PipelineError::Runtime)?;
     let (stop_tx, stop_rx) = watch::channel(false);
     runtime.spawn(watch_signals(stop_tx, stop, Arc::clone(&shutdown)));
+    let workers = cfg.pipeline.workers;
+    let source_context = sources::context(cfg, workers, options.base_dir, registry.clone());
+    let shared = Arc::new(Shared::new(
+        Arc::clone(&config),
+        source_context,
+        metrics,
+        dead_letter,
+        Arc::clone(&shutdown),
+    )?);
 
     let listened_on = if options.serve {
         let addr = options.listen.unwrap_or(cfg.export.listen);

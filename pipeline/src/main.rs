@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
-use oceanflow_config::{DeadLetterConfig, ValidConfig, DEFAULT_CONFIG_TOML};
+use oceanflow_config::{CheckpointConfig, DeadLetterConfig, ValidConfig, DEFAULT_CONFIG_TOML};
 use oceanflow_pipeline::{inputs, run, write_output, RunOptions};
 
 /// Live, incrementally maintained aggregates over oceanographic observations.
@@ -55,6 +55,11 @@ struct RunArgs {
     /// Write rejected rows to this NDJSON file (overrides pipeline.dead_letter).
     #[arg(long)]
     dead_letter: Option<PathBuf>,
+    /// Checkpoint into this directory and restore from its newest checkpoint at start
+    /// (overrides pipeline.checkpoint.dir; interval and retention from the config or their
+    /// defaults).
+    #[arg(long, value_name = "DIR")]
+    checkpoint_dir: Option<PathBuf>,
 }
 
 fn main() -> ExitCode {
@@ -118,6 +123,12 @@ fn run_command(args: RunArgs) -> Result<ExitCode> {
     }
     if let Some(path) = args.dead_letter {
         config.pipeline.dead_letter = Some(DeadLetterConfig { path });
+    }
+    if let Some(dir) = args.checkpoint_dir {
+        match &mut config.pipeline.checkpoint {
+            Some(checkpoint) => checkpoint.dir = dir,
+            None => config.pipeline.checkpoint = Some(CheckpointConfig::in_dir(dir)),
+        }
     }
     let valid = ValidConfig::try_from_config(config)?;
     let options = RunOptions {

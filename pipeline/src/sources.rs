@@ -35,5 +35,6 @@ pub fn context(
         workers,
         base_dir: base_dir.unwrap_or_else(|| PathBuf::from(".")),
         registry,
+        resume: Default::default(),
     }
 }

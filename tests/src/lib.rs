@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
 
+pub mod fixtures;
 pub mod kafka;
 pub mod oracle;
 

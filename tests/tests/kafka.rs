@@ -117,7 +117,6 @@ categorical = ["species"]
 workers = 1
 # Members read several Kafka partitions interleaved; lateness is judged per member.
 allowed_lateness = "3650days"
-time_granularity = "1s"
 
 [[sources]]
 kind = "kafka"
@@ -277,15 +276,6 @@ fn committed(broker: &Broker, topic: &str) -> Vec<usize> {
         .collect()
 }
 
-/// The rows of single-row messages at or after (`after`) or before the given offsets.
-fn split_rows(rows: &[Row], offsets: &[usize], after: bool) -> Vec<Row> {
-    rows.iter()
-        .enumerate()
-        .filter(|(i, _)| (i / PARTITIONS >= offsets[i % PARTITIONS]) == after)
-        .map(|(_, r)| r.clone())
-        .collect()
-}
-
 fn produce(broker: &Broker, topic: &str, rows_file: &Path, format: &str, args: &[&str]) -> Value {
     let mut all = vec![
         "--topic",
@@ -337,53 +327,60 @@ fn every_format_over_several_partitions_matches_the_oracle() {
     }
 }
 
-#[test]
-fn sigterm_mid_stream_then_restart_reads_every_message_exactly_once() {
+/// Interrupts a checkpointing run with `sig` once it has delivered `min_delivered` rows, lets
+/// more messages arrive while it is down, restarts it from its checkpoints and checks that the
+/// aggregates equal one pass over every message: exactly once, through the restore of the
+/// aggregates and the Kafka offsets held in the checkpoint.
+fn interrupted_then_restarted(sig: &str, topic: &str, seed: u64, min_delivered: f64) {
     let broker = Broker::start().expect("broker");
     let dir = tempfile::tempdir().unwrap();
-    let rows = rows(12_000, 12);
+    let rows = rows(12_000, seed);
     let (first, second) = rows.split_at(8_000);
-    let topic = "obs-sigterm";
     broker.create_topic(topic, PARTITIONS as u32).unwrap();
     let first_file = dir.path().join("first.ndjson");
     write_rows(&first_file, first);
-    produce(&broker, topic, &first_file, "json", &[]);
+    // One message per record batch: see `--batch-messages` in kafka_client.py (a tansu quirk
+    // that would otherwise skip messages after any mid-batch resume).
+    let one_per_batch = ["--batch-messages", "1"];
+    produce(&broker, topic, &first_file, "json", &one_per_batch);
     let cfg = config(
         dir.path(),
-        "sigterm",
+        topic,
         &broker.address(),
         topic,
         "json",
         "stop_at_end = true\nmax_batch_messages = 50",
     );
+    let checkpoints = dir.path().join("checkpoints");
+    let checkpoint_args = [
+        "--checkpoint-dir",
+        checkpoints.to_str().expect("utf-8 path"),
+    ];
 
     let port = free_port();
     let out1 = dir.path().join("out1.json");
-    let mut run1 = spawn(&cfg, &out1, Some(port), &[]);
-    wait_delivered(&mut run1, port, 1.0, Duration::from_secs(60));
-    signal(&run1, "TERM");
+    let mut run1 = spawn(&cfg, &out1, Some(port), &checkpoint_args);
+    let seen = wait_delivered(&mut run1, port, min_delivered, Duration::from_secs(60));
+    signal(&run1, sig);
     let status = wait_exit(&mut run1, RUN_TIMEOUT);
-    assert!(status.success(), "first run after SIGTERM: {status}");
-    let after_first = committed(&broker, topic);
-    assert!(
-        after_first.iter().sum::<usize>() > 0,
-        "the first run committed no offsets: the runtime must call PartitionReader::commit with \
-         the positions of the batches it applied (before dropping a finished reader, and when \
-         draining on SIGTERM)"
-    );
+    if sig == "TERM" {
+        assert!(status.success(), "first run after SIGTERM: {status}");
+        // A graceful stop writes a final checkpoint and then commits what it covers.
+        let after_first = committed(&broker, topic);
+        assert!(
+            after_first.iter().sum::<usize>() > 0,
+            "nothing committed: {after_first:?}"
+        );
+    }
+    let at_stop = committed(&broker, topic);
 
     // More messages arrive while oceanflow is down.
     let second_file = dir.path().join("second.ndjson");
     write_rows(&second_file, second);
-    produce(&broker, topic, &second_file, "json", &[]);
+    produce(&broker, topic, &second_file, "json", &one_per_batch);
     let out2 = dir.path().join("out2.json");
-    let doc2 = run_to_end(&cfg, &out2, &[]);
-
-    // The first run's aggregates are exactly the rows before its committed offsets, the
-    // second run's exactly the rest: nothing lost, nothing counted twice.
-    let doc1 = read_output(&out1);
-    assert_matches("first run", &split_rows(&rows, &after_first, false), &doc1);
-    assert_matches("second run", &split_rows(&rows, &after_first, true), &doc2);
+    let doc2 = run_to_end(&cfg, &out2, &checkpoint_args);
+    assert_matches(&format!("restart after SIG{sig}"), &rows, &doc2);
     let end = committed(&broker, topic);
     assert_eq!(
         end.iter().sum::<usize>(),
@@ -391,51 +388,20 @@ fn sigterm_mid_stream_then_restart_reads_every_message_exactly_once() {
         "final commits {end:?}"
     );
     eprintln!(
-        "sigterm: first run committed {after_first:?} ({} of {} messages)",
-        after_first.iter().sum::<usize>(),
+        "SIG{sig} after ≥{seen} rows delivered; committed at the stop {at_stop:?}; after the \
+         restart every one of {} messages counted once",
         rows.len()
     );
 }
 
 #[test]
-fn sigkill_then_restart_loses_nothing_and_duplicates_only_the_uncommitted_tail() {
-    let broker = Broker::start().expect("broker");
-    let dir = tempfile::tempdir().unwrap();
-    let rows = rows(10_000, 13);
-    let topic = "obs-sigkill";
-    broker.create_topic(topic, PARTITIONS as u32).unwrap();
-    let file = dir.path().join("rows.ndjson");
-    write_rows(&file, &rows);
-    produce(&broker, topic, &file, "json", &[]);
-    let cfg = config(
-        dir.path(),
-        "sigkill",
-        &broker.address(),
-        topic,
-        "json",
-        "stop_at_end = true\nmax_batch_messages = 50",
-    );
+fn sigterm_mid_stream_then_restart_counts_every_message_exactly_once() {
+    interrupted_then_restarted("TERM", "obs-sigterm", 12, 1.0);
+}
 
-    let port = free_port();
-    let out1 = dir.path().join("out1.json");
-    let mut run1 = spawn(&cfg, &out1, Some(port), &[]);
-    let seen = wait_delivered(&mut run1, port, 2_000.0, Duration::from_secs(60));
-    signal(&run1, "KILL");
-    wait_exit(&mut run1, Duration::from_secs(30));
-    let at_kill = committed(&broker, topic);
-    let committed_total: usize = at_kill.iter().sum();
-
-    let out2 = dir.path().join("out2.json");
-    let doc2 = run_to_end(&cfg, &out2, &[]);
-    // No loss: the restart aggregates exactly every message from the committed offsets on.
-    assert_matches("restart", &split_rows(&rows, &at_kill, true), &doc2);
-    // The duplicates are the messages the killed run had delivered but not committed; they
-    // are bounded by its uncommitted tail (it never commits past what it delivered).
-    let duplicates = seen as usize - committed_total.min(seen as usize);
-    eprintln!(
-        "sigkill: killed after ≥{seen} delivered; committed {committed_total} ({at_kill:?}); \
-         re-read (duplicates across the two runs, without checkpoints): ≥{duplicates}"
-    );
+#[test]
+fn sigkill_mid_stream_then_restart_counts_every_message_exactly_once() {
+    interrupted_then_restarted("KILL", "obs-sigkill", 13, 2_000.0);
 }
 
 /// What a broker restart looks like to a client — every connection drops, new ones are refused
@@ -661,4 +627,51 @@ fn malformed_messages_go_to_the_dead_letter_topic_and_metrics() {
         assert_eq!(index % 10, 9, "{letter}");
     }
     assert_eq!(reasons, bad);
+}
+
+#[test]
+fn changelog_producer_roundtrips_through_a_real_broker() {
+    use oceanflow_config::source::kafka::KafkaChangelogConfig;
+    use oceanflow_kafka::{ChangelogProducer, ChangelogRecord};
+
+    let broker = Broker::start().expect("broker");
+    let topic = "aggregates";
+    broker.create_topic(topic, 3).unwrap();
+    let cfg = KafkaChangelogConfig {
+        brokers: broker.address(),
+        topic: topic.to_string(),
+        client: [("linger.ms".to_string(), "5".to_string())].into(),
+        client_secrets: Default::default(),
+    };
+    assert_eq!(cfg.problems(), vec![]);
+    let producer = ChangelogProducer::new(&cfg, Path::new(".")).expect("producer");
+    let records: Vec<ChangelogRecord> = (0..50)
+        .map(|i| ChangelogRecord {
+            family: ["station", "temporal", "regional"][i % 3].to_string(),
+            key: json!({"station": format!("STATION-{:03}", i % 7), "n": i}),
+            values: (i % 10 != 9).then(|| json!({"count": i, "temperature_c": {"mean": 8.5}})),
+            watermark: START_US + i as i64 * MINUTE_US,
+        })
+        .collect();
+    producer.send(&records).expect("queued");
+    producer.flush(Duration::from_secs(30)).expect("flushed");
+    assert_eq!((producer.delivered(), producer.failed()), (50, 0));
+
+    let read = broker
+        .client("consume", &["--topic", topic, "--count", "50"])
+        .expect("consume");
+    let mut got: Vec<ChangelogRecord> = read["messages"]
+        .as_array()
+        .expect("messages")
+        .iter()
+        .map(|m| {
+            let record: ChangelogRecord =
+                serde_json::from_str(m["value"].as_str().expect("value")).expect("record");
+            let key: Value = serde_json::from_str(m["key"].as_str().expect("key")).expect("key");
+            assert_eq!(key, record.key, "the message key is the aggregate key");
+            record
+        })
+        .collect();
+    got.sort_by_key(|r| r.key["n"].as_u64());
+    assert_eq!(got, records);
 }

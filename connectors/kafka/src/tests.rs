@@ -2,7 +2,6 @@
 //! partitions to the end, rejects bad messages into the dead-letter topic, reports positions,
 //! commits them, and a second run resumes at the committed offsets.
 
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use oceanflow_config::source::kafka::{KafkaFormat, KafkaStart};
@@ -43,13 +42,7 @@ fn source(brokers: &str, topic: &str, group: &str) -> KafkaSourceConfig {
 }
 
 fn context() -> SourceContext {
-    SourceContext {
-        variables: vec!["temperature_c".into()],
-        categorical: vec![],
-        workers: 1,
-        base_dir: PathBuf::from("."),
-        registry: prometheus::Registry::new(),
-    }
+    SourceContext::new(vec!["temperature_c".into()], vec![])
 }
 
 fn produce(brokers: &str, topic: &str, payloads: &[(i32, String)]) {

@@ -59,13 +59,10 @@ categorical = {{ species = "scientificName" }}
 }
 
 fn context() -> SourceContext {
-    SourceContext {
-        variables: vec!["min_depth_m".into(), "max_depth_m".into()],
-        categorical: vec!["species".into()],
-        workers: 1,
-        base_dir: ".".into(),
-        registry: prometheus::Registry::new(),
-    }
+    SourceContext::new(
+        vec!["min_depth_m".into(), "max_depth_m".into()],
+        vec!["species".into()],
+    )
 }
 
 /// What a reader delivered.

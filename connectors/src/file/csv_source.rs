@@ -20,9 +20,9 @@ use arrow_csv::reader::Format;
 use arrow_csv::ReaderBuilder;
 use arrow_schema::{ArrowError, DataType, Field, Schema, SchemaRef};
 
-use super::text::{text_batch, trim_cr, LineNumbers, Malformed, TextInput};
+use super::text::{text_batch, trim_cr, LineNumbers, Malformed, TextInput, TextPosition};
 use super::{arrow_error, Shared};
-use crate::{PartitionReader, Poll, SourceError};
+use crate::{PartitionReader, Poll, Position, SourceError};
 
 /// A quoted field spanning more bytes than this is treated as a stray quote.
 const MAX_QUOTED_BYTES: usize = 1 << 20;
@@ -32,9 +32,16 @@ pub(super) fn open(
     path: &Path,
     partition: String,
     shared: Shared,
+    resume: Option<Position>,
 ) -> Result<Box<dyn PartitionReader>, SourceError> {
+    let mut reader = CsvReader::open(path)?;
+    if let Some(position) = resume {
+        let at = TextPosition::from_position(path, &position)?;
+        reader.input.seek(at.offset)?;
+        reader.line = at.line;
+    }
     Ok(Box::new(CsvPartition {
-        reader: CsvReader::open(path)?,
+        reader,
         partition,
         shared,
     }))
@@ -59,14 +66,16 @@ impl PartitionReader for CsvPartition {
         let Some(chunk) = self.reader.next_chunk(self.shared.batch_rows)? else {
             return Ok(Poll::Finished);
         };
-        Ok(Poll::Batch(text_batch(
+        let mut batch = text_batch(
             &self.shared.canon,
             &self.partition,
             &chunk.batch,
             &LineNumbers(&chunk.lines),
             chunk.malformed,
             chunk.bytes,
-        )?))
+        )?;
+        batch.position = Some(self.reader.position().to_position());
+        Ok(Poll::Batch(batch))
     }
 }
 
@@ -207,6 +216,14 @@ impl Collected {
 }
 
 impl CsvReader {
+    /// Where the next chunk starts.
+    fn position(&self) -> TextPosition {
+        TextPosition {
+            offset: self.input.offset(),
+            line: self.line,
+        }
+    }
+
     /// Opens the file and reads its header.
     fn open(path: &Path) -> Result<Self, SourceError> {
         let mut reader = CsvReader {

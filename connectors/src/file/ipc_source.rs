@@ -13,20 +13,19 @@ use arrow_array::RecordBatch;
 use arrow_ipc::reader::{FileReader, StreamReader};
 use arrow_schema::{ArrowError, SchemaRef};
 
-use super::{arrow_error, io_error, Shared, Slicer};
-use crate::{PartitionReader, Poll, SourceError};
+use super::{arrow_error, io_error, rows_of, rows_position, Shared, Slicer};
+use crate::{PartitionReader, Poll, Position, SourceError};
 
 /// Opens an Arrow IPC stream partition.
 pub(super) fn open_stream(
     path: &Path,
     partition: String,
     shared: Shared,
+    resume: Option<Position>,
 ) -> Result<Box<dyn PartitionReader>, SourceError> {
     let (input, counter) = CountingReader::open(path)?;
     let reader = StreamReader::try_new(input, None).map_err(|e| arrow_error(path, e))?;
-    Ok(Box::new(IpcPartition::new(
-        path, partition, shared, reader, counter,
-    )))
+    IpcPartition::open(path, partition, shared, reader, counter, resume)
 }
 
 /// Opens an Arrow IPC file partition, projected to the mapped columns.
@@ -34,6 +33,7 @@ pub(super) fn open_file(
     path: &Path,
     partition: String,
     shared: Shared,
+    resume: Option<Position>,
 ) -> Result<Box<dyn PartitionReader>, SourceError> {
     let schema = file_schema(path)?;
     let columns = shared.canon.source_columns();
@@ -42,9 +42,7 @@ pub(super) fn open_file(
         .collect();
     let (input, counter) = CountingReader::open(path)?;
     let reader = FileReader::try_new(input, Some(projection)).map_err(|e| arrow_error(path, e))?;
-    Ok(Box::new(IpcPartition::new(
-        path, partition, shared, reader, counter,
-    )))
+    IpcPartition::open(path, partition, shared, reader, counter, resume)
 }
 
 /// The schema of an Arrow IPC stream.
@@ -104,15 +102,21 @@ struct IpcPartition<R> {
     rows_read: u64,
 }
 
-impl<R> IpcPartition<R> {
-    fn new(
+impl<R> IpcPartition<R>
+where
+    R: Iterator<Item = Result<RecordBatch, ArrowError>> + Send + 'static,
+{
+    /// A reader that starts after the rows `resume` says were delivered (IPC has no row
+    /// index, so they are decoded again and dropped).
+    fn open(
         path: &Path,
         partition: String,
         shared: Shared,
         reader: R,
         counter: Arc<AtomicU64>,
-    ) -> Self {
-        IpcPartition {
+        resume: Option<Position>,
+    ) -> Result<Box<dyn PartitionReader>, SourceError> {
+        let mut partition = IpcPartition {
             path: path.to_path_buf(),
             partition,
             shared,
@@ -120,28 +124,44 @@ impl<R> IpcPartition<R> {
             slicer: Slicer::default(),
             counter,
             rows_read: 0,
+        };
+        if let Some(position) = resume {
+            let skip = rows_of(path, &position)?;
+            while partition.rows_read < skip {
+                let left = usize::try_from(skip - partition.rows_read).unwrap_or(usize::MAX);
+                match partition.next_slice(left)? {
+                    Some(dropped) => partition.rows_read += dropped.num_rows() as u64,
+                    None => break,
+                }
+            }
+            partition.counter.store(0, Ordering::Relaxed);
+        }
+        Ok(Box::new(partition))
+    }
+
+    /// The next slice of at most `max` rows, reading a batch when the queued one is used up.
+    fn next_slice(&mut self, max: usize) -> Result<Option<RecordBatch>, SourceError> {
+        if let Some(slice) = self.slicer.next(max) {
+            return Ok(Some(slice));
+        }
+        match self.reader.next() {
+            Some(batch) => {
+                self.slicer
+                    .push(batch.map_err(|e| arrow_error(&self.path, e))?);
+                Ok(self.slicer.next(max))
+            }
+            None => Ok(None),
         }
     }
 }
 
 impl<R> PartitionReader for IpcPartition<R>
 where
-    R: Iterator<Item = Result<RecordBatch, ArrowError>> + Send,
+    R: Iterator<Item = Result<RecordBatch, ArrowError>> + Send + 'static,
 {
     fn poll(&mut self) -> Result<Poll, SourceError> {
-        let batch = match self.slicer.next(self.shared.batch_rows) {
-            Some(batch) => batch,
-            None => match self.reader.next() {
-                Some(batch) => {
-                    self.slicer
-                        .push(batch.map_err(|e| arrow_error(&self.path, e))?);
-                    match self.slicer.next(self.shared.batch_rows) {
-                        Some(batch) => batch,
-                        None => return Ok(Poll::Finished),
-                    }
-                }
-                None => return Ok(Poll::Finished),
-            },
+        let Some(batch) = self.next_slice(self.shared.batch_rows)? else {
+            return Ok(Poll::Finished);
         };
         let mut out = self
             .shared
@@ -149,6 +169,7 @@ where
             .convert(&self.partition, self.rows_read, &batch)?;
         self.rows_read += batch.num_rows() as u64;
         out.bytes = self.counter.swap(0, Ordering::Relaxed);
+        out.position = Some(rows_position(self.rows_read));
         Ok(Poll::Batch(out))
     }
 }

@@ -18,16 +18,17 @@ use arrow_schema::{ArrowError, DataType, Field, Schema, SchemaRef};
 use serde::de::{IgnoredAny, MapAccess, Visitor};
 use serde::{Deserialize, Deserializer};
 
-use super::text::{text_batch, trim_cr, Malformed, TextInput};
+use super::text::{text_batch, trim_cr, Malformed, TextInput, TextPosition};
 use super::{arrow_error, Shared};
 use crate::canonical::RowOrigin;
-use crate::{PartitionReader, Poll, SourceError};
+use crate::{PartitionReader, Poll, Position, SourceError};
 
 /// Opens an NDJSON partition.
 pub(super) fn open(
     path: &Path,
     partition: String,
     shared: Shared,
+    resume: Option<Position>,
 ) -> Result<Box<dyn PartitionReader>, SourceError> {
     let columns = shared.canon.source_columns();
     let schema = Arc::new(Schema::new(
@@ -36,8 +37,14 @@ pub(super) fn open(
             .map(|name| Field::new(*name, DataType::Utf8, true))
             .collect::<Vec<_>>(),
     ));
+    let mut reader = JsonReader::open(path, schema)?;
+    if let Some(position) = resume {
+        let at = TextPosition::from_position(path, &position)?;
+        reader.input.seek(at.offset)?;
+        reader.line = at.line;
+    }
     Ok(Box::new(JsonPartition {
-        reader: JsonReader::open(path, schema)?,
+        reader,
         partition,
         shared,
     }))
@@ -140,14 +147,22 @@ impl PartitionReader for JsonPartition {
             buf: &self.reader.input.buf,
             lines: &chunk.good,
         };
-        Ok(Poll::Batch(text_batch(
+        let mut batch = text_batch(
             &self.shared.canon,
             &self.partition,
             &chunk.batch,
             &origin,
             chunk.malformed,
             chunk.bytes,
-        )?))
+        )?;
+        batch.position = Some(
+            TextPosition {
+                offset: self.reader.input.offset(),
+                line: self.reader.line,
+            }
+            .to_position(),
+        );
+        Ok(Poll::Batch(batch))
     }
 }
 

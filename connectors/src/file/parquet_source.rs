@@ -15,7 +15,7 @@ use parquet::arrow::arrow_reader::{
 use parquet::arrow::ProjectionMask;
 use parquet::errors::ParquetError;
 
-use super::{arrow_error, io_error, Shared};
+use super::{arrow_error, io_error, rows_of, rows_position, Shared};
 use crate::{Partition, PartitionReader, Poll, SourceError};
 
 /// One partition per row group of the file at `path`, with ids `PATH#rgN`.
@@ -29,8 +29,13 @@ pub(super) fn partitions(path: &Path, shared: &Shared) -> Result<Vec<Partition>,
             let partition = id.clone();
             Partition {
                 id,
-                open: Box::new(move |_resume| {
-                    let reader = RowGroupReader::open(path, metadata, group, partition, shared)?;
+                open: Box::new(move |resume| {
+                    let skip = match resume {
+                        Some(position) => rows_of(&path, &position)?,
+                        None => 0,
+                    };
+                    let reader =
+                        RowGroupReader::open(path, metadata, group, partition, shared, skip)?;
                     Ok(Box::new(reader) as Box<dyn PartitionReader>)
                 }),
             }
@@ -71,6 +76,7 @@ impl RowGroupReader {
         group: usize,
         partition: String,
         shared: Shared,
+        skip: u64,
     ) -> Result<Self, SourceError> {
         let row_group = metadata.metadata().row_group(group);
         let bytes_per_row = row_group.compressed_size() as f64 / row_group.num_rows().max(1) as f64;
@@ -90,6 +96,7 @@ impl RowGroupReader {
             .with_row_groups(vec![group])
             .with_projection(mask)
             .with_batch_size(shared.batch_rows)
+            .with_offset(usize::try_from(skip).unwrap_or(usize::MAX))
             .build()
             .map_err(|e| parquet_error(&path, e))?;
         Ok(RowGroupReader {
@@ -98,7 +105,7 @@ impl RowGroupReader {
             shared,
             reader,
             bytes_per_row,
-            rows_read: 0,
+            rows_read: skip,
         })
     }
 }
@@ -116,6 +123,7 @@ impl PartitionReader for RowGroupReader {
         let rows = batch.num_rows() as u64;
         self.rows_read += rows;
         out.bytes = (self.bytes_per_row * rows as f64).round() as u64;
+        out.position = Some(rows_position(self.rows_read));
         Ok(Poll::Batch(out))
     }
 }

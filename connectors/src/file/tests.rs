@@ -414,3 +414,68 @@ fn csv_byte_order_mark_and_crlf_header_are_handled() {
     let stations: Vec<_> = rows.column(1).as_string::<i32>().iter().collect();
     assert_eq!(stations, [Some("A"), Some("B")]);
 }
+
+/// Rows (as text stations) and rejected row numbers of `partition`, reopened after every
+/// batch at the position that batch reported.
+fn read_resuming_after_every_batch(
+    cfg: &FileSourceConfig,
+) -> (Vec<RecordBatch>, Vec<(Option<u64>, RejectReason)>) {
+    let (mut rows, mut rejected) = (Vec::new(), Vec::new());
+    for index in 0..file_partitions(cfg, &variables(), &categorical())
+        .unwrap()
+        .len()
+    {
+        let mut position = None;
+        loop {
+            // A fresh listing each time: as after a restart.
+            let partition = file_partitions(cfg, &variables(), &categorical())
+                .unwrap()
+                .remove(index);
+            let mut reader = (partition.open)(position.clone()).unwrap();
+            match reader.poll().unwrap() {
+                Poll::Batch(b) => {
+                    assert!(b.position.is_some(), "{}: no position", partition.id);
+                    position = b.position;
+                    rows.push(station_as_text(&b.batch));
+                    rejected.extend(b.rejected.iter().map(|r| (r.row, r.reason)));
+                }
+                Poll::Finished => break,
+                Poll::Idle => panic!("files never idle"),
+            }
+        }
+    }
+    (rows, rejected)
+}
+
+#[test]
+fn every_format_resumes_after_any_batch_without_loss_or_repeats() {
+    let dir = tempfile::tempdir().unwrap();
+    let schema = oceanflow_config::schema::observation_schema(&variables(), &categorical());
+    for path in write_all_formats(dir.path(), &table()) {
+        for batch_rows in [1, 2, 3] {
+            let cfg = config(&path, batch_rows);
+            let (expected, expected_rejected, _) = read_all(&cfg);
+            let (rows, rejected) = read_resuming_after_every_batch(&cfg);
+            let rows = arrow_select::concat::concat_batches(&schema, &rows).unwrap();
+            assert_eq!(rows, expected, "{path:?} with batches of {batch_rows}");
+            let expected_rejected: Vec<_> = expected_rejected
+                .iter()
+                .map(|r| (r.row, r.reason))
+                .collect();
+            assert_eq!(rejected, expected_rejected, "{path:?}");
+        }
+    }
+}
+
+#[test]
+fn a_position_from_another_format_is_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("a.csv");
+    write_csv(&path, &table());
+    let partition = file_partitions(&config(&path, 2), &variables(), &categorical())
+        .unwrap()
+        .remove(0);
+    let bad = crate::Position(serde_json::json!({ "rows": 3 }));
+    let err = (partition.open)(Some(bad)).err().expect("refused");
+    assert!(err.to_string().contains("cannot resume"), "{err}");
+}

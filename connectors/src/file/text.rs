@@ -5,14 +5,14 @@
 //! batch of records plus one partial record.
 
 use std::fs::File;
-use std::io::Read;
+use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 
 use arrow_array::RecordBatch;
 
 use super::io_error;
 use crate::canonical::{Canonicalizer, RowOrigin};
-use crate::{RejectReason, Rejected, SourceBatch, SourceError};
+use crate::{Position, RejectReason, Rejected, SourceBatch, SourceError};
 
 /// Bytes read from the file at a time.
 const READ_BLOCK: usize = 1 << 20;
@@ -26,6 +26,8 @@ pub(super) struct TextInput {
     pub buf: Vec<u8>,
     /// Start of the unconsumed bytes.
     pub pos: usize,
+    /// File offset of `buf[0]`.
+    base: u64,
     /// The file has no more bytes.
     pub eof: bool,
 }
@@ -39,6 +41,7 @@ impl TextInput {
             file,
             buf: Vec::new(),
             pos: 0,
+            base: 0,
             eof: false,
         };
         while input.buf.len() < 3 && input.fill()? {}
@@ -78,7 +81,46 @@ impl TextInput {
     /// Drops the consumed bytes.
     pub fn compact(&mut self) {
         self.buf.drain(..self.pos);
+        self.base += self.pos as u64;
         self.pos = 0;
+    }
+
+    /// File offset of the first unconsumed byte.
+    pub fn offset(&self) -> u64 {
+        self.base + self.pos as u64
+    }
+
+    /// Continues reading at file offset `offset` (a value [`TextInput::offset`] returned).
+    pub fn seek(&mut self, offset: u64) -> Result<(), SourceError> {
+        self.file
+            .seek(SeekFrom::Start(offset))
+            .map_err(|e| io_error(&self.path, e))?;
+        self.buf.clear();
+        self.pos = 0;
+        self.base = offset;
+        self.eof = false;
+        Ok(())
+    }
+}
+
+/// Where a text file's reader stands: the byte offset of the next record and its 0-based line
+/// number (so rejections keep their line numbers after a resume). JSON: `{"offset", "line"}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub(super) struct TextPosition {
+    pub offset: u64,
+    pub line: u64,
+}
+
+impl TextPosition {
+    pub fn to_position(self) -> Position {
+        Position(serde_json::json!({ "offset": self.offset, "line": self.line }))
+    }
+
+    pub fn from_position(path: &Path, position: &Position) -> Result<Self, SourceError> {
+        serde_json::from_value(position.0.clone()).map_err(|e| SourceError::Other {
+            context: path.display().to_string(),
+            message: format!("cannot resume from position {}: {e}", position.0),
+        })
     }
 }
 

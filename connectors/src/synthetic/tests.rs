@@ -150,7 +150,7 @@ fn pacing_returns_idle_when_ahead_of_the_clock() {
     };
     let mut reader = SyntheticReader {
         generator: Generator::new(&cfg, &variables(), &[]).unwrap(),
-        pacer: Pacer::new(cfg.rows_per_second),
+        pacer: Pacer::new(cfg.rows_per_second, 0),
     };
     let t0 = Instant::now();
     let rows = |poll: Poll| match poll {
@@ -186,4 +186,30 @@ fn bad_settings_are_errors() {
         let err = synthetic_partitions(&cfg, &variables(), &[]).unwrap_err();
         assert!(matches!(err, SourceError::Other { .. }), "{err}");
     }
+}
+
+#[test]
+fn resuming_at_a_position_continues_the_same_rows() {
+    let cfg = config();
+    let expected = all_rows(&cfg);
+    let mut first = open(&cfg, &[]);
+    let Poll::Batch(head) = first.poll().unwrap() else {
+        panic!("a batch")
+    };
+    let position = head.position.expect("synthetic rows have positions");
+    let mut partitions = synthetic_partitions(&cfg, &variables(), &[]).unwrap();
+    let mut rest = (partitions.remove(0).open)(Some(position)).unwrap();
+    let mut batches = vec![head.batch];
+    batches.extend(drain(rest.as_mut()));
+    let resumed =
+        arrow_select::concat::concat_batches(&observation_schema(&variables(), &[]), &batches)
+            .unwrap();
+    assert_eq!(resumed, expected);
+
+    let mut partitions = synthetic_partitions(&cfg, &variables(), &[]).unwrap();
+    let bad = Position(serde_json::json!({ "rows": 3 }));
+    let err = (partitions.remove(0).open)(Some(bad))
+        .err()
+        .expect("refused");
+    assert!(err.to_string().contains("cannot resume"), "{err}");
 }

@@ -20,13 +20,7 @@ use oceanflow_vessel::nmea;
 const VARIABLES: [&str; 4] = ["heading_deg", "speed_knots", "depth_m", "sea_temperature_c"];
 
 fn context() -> SourceContext {
-    SourceContext {
-        variables: VARIABLES.iter().map(|s| s.to_string()).collect(),
-        categorical: vec![],
-        workers: 1,
-        base_dir: PathBuf::from("."),
-        registry: prometheus::Registry::new(),
-    }
+    SourceContext::new(VARIABLES.iter().map(|s| s.to_string()).collect(), vec![])
 }
 
 /// A device for a log file, by the instrument its name says it is.

@@ -20,13 +20,129 @@ use oceanflow_operators::view::AggregateView;
 use oceanflow_pipeline::inputs::with_inputs;
 use oceanflow_pipeline::runtime::build_dataflow;
 
+const USAGE: &str = "usage: oceanflow-bench incremental --base FILE --extra FILE\n       \
+                     oceanflow-bench checkpoint --keys N[,N...] [--dir DIR]";
+
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let (base, extra) = match args.as_slice() {
-        [cmd, b, base, e, extra] if cmd == "incremental" && b == "--base" && e == "--extra" => {
-            (base.clone(), extra.clone())
+    match args.first().map(String::as_str) {
+        Some("incremental") => incremental(&args[1..]),
+        Some("checkpoint") => checkpoint_cost(&args[1..]),
+        _ => bail!("{USAGE}"),
+    }
+}
+
+/// Checkpoint cost as the state grows: collecting a view's keys, writing the file (with
+/// fsync), reading and verifying it, and restoring it into a fresh dataflow until every key
+/// is back in the view.
+fn checkpoint_cost(args: &[String]) -> Result<()> {
+    let (keys, dir) = match args {
+        [k, keys] if k == "--keys" => (keys, None),
+        [k, keys, d, dir] if k == "--keys" && d == "--dir" => (keys, Some(dir.clone())),
+        _ => bail!("{USAGE}"),
+    };
+    let sizes: Vec<usize> = keys
+        .split(',')
+        .map(|k| {
+            k.trim()
+                .parse()
+                .context("--keys takes counts like 1000,100000")
+        })
+        .collect::<Result<_>>()?;
+    let scratch = tempfile::Builder::new()
+        .prefix("oceanflow-ckpt-bench")
+        .tempdir_in(dir.unwrap_or_else(|| std::env::temp_dir().display().to_string()))?;
+    println!("| keys | collect ms | write ms (fsync) | bytes | read+verify ms | restore ms |");
+    println!("|---:|---:|---:|---:|---:|---:|");
+    for n in sizes {
+        let row = checkpoint_row(n, scratch.path())?;
+        println!("{row}");
+    }
+    Ok(())
+}
+
+fn checkpoint_row(n: usize, dir: &std::path::Path) -> Result<String> {
+    use oceanflow_operators::{GroupKey, Stats, VarStats};
+    use oceanflow_pipeline::checkpoint::{read, Checkpoint, CheckpointStore, Layout};
+
+    let variables = 4;
+    let changes: Vec<_> = (0..n)
+        .map(|i| {
+            let key = GroupKey::Bucket {
+                width: oceanflow_config::BucketWidth::Hour,
+                start_us: (i / 50) as i64 * 3_600_000_000,
+                station: Some(format!("STATION-{:03}", i % 50)),
+            };
+            let stats = Stats {
+                count: 60,
+                vars: vec![VarStats::of(i as f64); variables],
+                retracted: 0,
+            };
+            ((key, stats), 0u64, 1isize)
+        })
+        .collect();
+    let mut view = AggregateView::new();
+    view.apply_changes(&changes);
+    drop(changes);
+
+    let started = Instant::now();
+    let groups: Vec<_> = view.groups().map(|(k, s)| (k, s.clone())).collect();
+    let collect = started.elapsed();
+    let checkpoint = Checkpoint {
+        sequence: 1,
+        created_unix_ms: 0,
+        layout: Layout {
+            variables: (0..variables).map(|v| format!("v{v}")).collect(),
+            distinct_fields: Vec::new(),
+            regions: Vec::new(),
+        },
+        groups,
+        distinct: Vec::new(),
+        partitions: Vec::new(),
+    };
+    let store = CheckpointStore::open(&dir.join(n.to_string()), 1)?;
+    let started = Instant::now();
+    let written = store.write(&checkpoint)?;
+    let write = started.elapsed();
+    drop(checkpoint);
+
+    let started = Instant::now();
+    let restored = read(&written.path)?;
+    let verify = started.elapsed();
+    let started = Instant::now();
+    let restored_keys = timely::execute_directly(move |worker| {
+        let view = Arc::new(Mutex::new(AggregateView::new()));
+        let (mut groups_in, mut distinct_in, probe) = build_dataflow(worker, Arc::clone(&view));
+        for (key, stats) in &restored.groups {
+            groups_in.update(key.clone(), stats.clone());
         }
-        _ => bail!("usage: oceanflow-bench incremental --base FILE --extra FILE"),
+        groups_in.advance_to(1);
+        distinct_in.advance_to(1);
+        groups_in.flush();
+        distinct_in.flush();
+        worker.step_while(|| probe.less_than(&1));
+        let keys = view.lock().map(|v| v.len()).unwrap_or(0);
+        keys
+    });
+    let restore = started.elapsed() + verify;
+    if restored_keys != n {
+        bail!("restored {restored_keys} keys, expected {n}");
+    }
+    let ms = |d: std::time::Duration| d.as_secs_f64() * 1e3;
+    Ok(format!(
+        "| {n} | {:.1} | {:.1} | {} | {:.1} | {:.1} |",
+        ms(collect),
+        ms(write),
+        written.bytes,
+        ms(verify),
+        ms(restore)
+    ))
+}
+
+fn incremental(args: &[String]) -> Result<()> {
+    let (base, extra) = match args {
+        [b, base, e, extra] if b == "--base" && e == "--extra" => (base.clone(), extra.clone()),
+        _ => bail!("{USAGE}"),
     };
     let base_config = with_inputs(ValidConfig::embedded_default(), std::slice::from_ref(&base))?;
     let extra_config = with_inputs(

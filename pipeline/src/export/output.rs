@@ -171,6 +171,7 @@ impl Snapshot {
                     variables: summarise(&Stats {
                         count: stats.count,
                         vars: pad(stats.vars, variables.len()),
+                        retracted: 0,
                     }),
                     distinct: config
                         .distinct_fields()

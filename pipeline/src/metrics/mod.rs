@@ -33,6 +33,20 @@ pub struct PipelineMetrics {
     pub state_keys: IntGaugeVec,
     /// See [`names::EXPIRED_BUCKETS`].
     pub expired_buckets: IntCounterVec,
+    /// See [`names::CHECKPOINTS`].
+    pub checkpoints: IntCounterVec,
+    /// See [`names::CHECKPOINT_DURATION`].
+    pub checkpoint_duration_ms: IntGauge,
+    /// See [`names::CHECKPOINT_BYTES`].
+    pub checkpoint_bytes: IntGauge,
+    /// See [`names::CHECKPOINT_LAST_SUCCESS`].
+    pub checkpoint_last_success: IntGauge,
+    /// See [`names::RESTORES`].
+    pub restores: IntCounter,
+    /// See [`names::RESTORED_KEYS`].
+    pub restored_keys: IntGauge,
+    /// See [`names::REPLAYED_ROWS`].
+    pub replayed_rows: IntCounterVec,
 }
 
 impl PipelineMetrics {
@@ -56,6 +70,11 @@ impl PipelineMetrics {
             labels: &[&str],
         ) -> prometheus::Result<IntGaugeVec> {
             let g = IntGaugeVec::new(Opts::new(name, help), labels)?;
+            registry.register(Box::new(g.clone()))?;
+            Ok(g)
+        }
+        fn gauge(registry: &Registry, name: &str, help: &str) -> prometheus::Result<IntGauge> {
+            let g = IntGauge::new(name, help)?;
             registry.register(Box::new(g.clone()))?;
             Ok(g)
         }
@@ -132,7 +151,47 @@ impl PipelineMetrics {
                 "Buckets dropped from the live aggregates by retention.",
                 &["grouping"],
             )?,
+            checkpoints: counter_vec(
+                registry,
+                names::CHECKPOINTS,
+                "Checkpoints attempted, by outcome.",
+                &["outcome"],
+            )?,
+            checkpoint_duration_ms: gauge(
+                registry,
+                names::CHECKPOINT_DURATION,
+                "Duration of the last checkpoint write, milliseconds.",
+            )?,
+            checkpoint_bytes: gauge(
+                registry,
+                names::CHECKPOINT_BYTES,
+                "Size of the last checkpoint file, bytes.",
+            )?,
+            checkpoint_last_success: gauge(
+                registry,
+                names::CHECKPOINT_LAST_SUCCESS,
+                "When the last good checkpoint was written, Unix seconds.",
+            )?,
+            restores: {
+                let c = IntCounter::new(names::RESTORES, "Restores from a checkpoint at start.")?;
+                registry.register(Box::new(c.clone()))?;
+                c
+            },
+            restored_keys: gauge(
+                registry,
+                names::RESTORED_KEYS,
+                "Aggregate keys and distinct values loaded by the restore.",
+            )?,
+            replayed_rows: counter_vec(
+                registry,
+                names::REPLAYED_ROWS,
+                "Rows read from resumed partitions before the first checkpoint after a restore.",
+                source,
+            )?,
         };
+        for outcome in ["ok", "failed"] {
+            metrics.checkpoints.with_label_values(&[outcome]).reset();
+        }
         let build_info = IntGaugeVec::new(
             Opts::new(names::BUILD_INFO, "Constant 1, labelled with the version."),
             &["version"],
@@ -149,6 +208,7 @@ impl PipelineMetrics {
                 &metrics.source_bytes,
                 &metrics.source_errors,
                 &metrics.source_partitions_finished,
+                &metrics.replayed_rows,
             ] {
                 c.with_label_values(&[s]).reset();
             }

@@ -24,6 +24,21 @@ pub const FRONTIER: &str = "oceanflow_aggregates_frontier_seconds";
 pub const STATE_KEYS: &str = "oceanflow_state_keys";
 /// Buckets dropped from the live aggregates by retention. Labels: `grouping`.
 pub const EXPIRED_BUCKETS: &str = "oceanflow_expired_buckets_total";
+/// Checkpoints attempted, by outcome (`ok`, `failed`). Labels: `outcome`.
+pub const CHECKPOINTS: &str = "oceanflow_checkpoints_total";
+/// Duration of the last checkpoint write, milliseconds.
+pub const CHECKPOINT_DURATION: &str = "oceanflow_checkpoint_duration_milliseconds";
+/// Size of the last checkpoint file, bytes.
+pub const CHECKPOINT_BYTES: &str = "oceanflow_checkpoint_bytes";
+/// When the last good checkpoint was written, Unix seconds (its age is `time() - this`).
+pub const CHECKPOINT_LAST_SUCCESS: &str = "oceanflow_checkpoint_last_success_timestamp_seconds";
+/// Restores from a checkpoint at start (0 or 1 per process).
+pub const RESTORES: &str = "oceanflow_restores_total";
+/// Aggregate keys and distinct values loaded by the restore.
+pub const RESTORED_KEYS: &str = "oceanflow_restored_keys";
+/// Rows read from resumed partitions before the first checkpoint after a restore: an upper
+/// bound on the rows processed again because of the crash. Labels: `source`.
+pub const REPLAYED_ROWS: &str = "oceanflow_replayed_rows_total";
 /// Constant 1, labelled with the version.
 pub const BUILD_INFO: &str = "oceanflow_build_info";
 

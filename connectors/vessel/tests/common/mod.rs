@@ -84,13 +84,7 @@ pub fn config(toml_text: &str) -> VesselSourceConfig {
 
 /// A context with the test variables and a fresh registry.
 pub fn context() -> SourceContext {
-    SourceContext {
-        variables: VARIABLES.iter().map(|s| s.to_string()).collect(),
-        categorical: vec![],
-        workers: 1,
-        base_dir: PathBuf::from("."),
-        registry: prometheus::Registry::new(),
-    }
+    SourceContext::new(VARIABLES.iter().map(|s| s.to_string()).collect(), vec![])
 }
 
 /// Opens the single partition of `cfg`.
