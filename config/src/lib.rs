@@ -188,6 +188,9 @@ pub struct ExportConfig {
     /// stay in the JSON API. Keeps label cardinality bounded. Default 48.
     #[serde(default = "default_bucket_series")]
     pub metrics_buckets: usize,
+    /// Publish every aggregate change to a Kafka topic (off when absent).
+    #[serde(default)]
+    pub changelog: Option<source::kafka::KafkaChangelogConfig>,
 }
 
 impl Default for ExportConfig {
@@ -195,6 +198,7 @@ impl Default for ExportConfig {
         ExportConfig {
             listen: default_listen(),
             metrics_buckets: default_bucket_series(),
+            changelog: None,
         }
     }
 }

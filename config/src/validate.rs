@@ -158,6 +158,12 @@ impl ValidConfig {
             }
         }
 
+        if let Some(changelog) = &config.export.changelog {
+            for (key, expected) in changelog.problems() {
+                err(format!("export.changelog.{key}"), expected);
+            }
+        }
+
         let reserved = [TIME, STATION, LATITUDE, LONGITUDE];
         let mut columns = HashSet::new();
         for (kind, names) in [

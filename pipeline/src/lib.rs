@@ -80,6 +80,9 @@ pub enum PipelineError {
     /// Timely could not start or a worker failed.
     #[error("dataflow workers: {0}")]
     Workers(String),
+    /// The Kafka changelog producer cannot be set up.
+    #[error("export.changelog: {0}")]
+    Changelog(#[source] oceanflow_kafka::ChangelogError),
     /// The checkpoint directory cannot be used, or its newest checkpoint cannot be restored.
     #[error("checkpoint: {0}")]
     Checkpoint(#[from] checkpoint::CheckpointError),
@@ -117,11 +120,20 @@ pub fn run(
     runtime.spawn(watch_signals(stop_tx, stop, Arc::clone(&shutdown)));
     let workers = cfg.pipeline.workers;
     let source_context = sources::context(cfg, workers, options.base_dir, registry.clone());
+    let base_dir = source_context.base_dir.clone();
+    let changelog = match &cfg.export.changelog {
+        Some(settings) => Some(
+            export::changelog::Changelog::start(settings, &base_dir, Arc::clone(&config))
+                .map_err(PipelineError::Changelog)?,
+        ),
+        None => None,
+    };
     let shared = Arc::new(Shared::new(
         Arc::clone(&config),
         source_context,
         metrics,
         dead_letter,
+        changelog,
         Arc::clone(&shutdown),
     )?);
 
@@ -161,6 +173,9 @@ pub fn run(
     .map_err(PipelineError::Workers)?;
     for result in guards.join() {
         result.map_err(PipelineError::Workers)?;
+    }
+    if let Some(changelog) = &shared.changelog {
+        changelog.close(i64::MAX, std::time::Duration::from_secs(10));
     }
     if let Some(writer) = &shared.dead_letter {
         if let Err(error) = runtime::lock(writer).flush() {

@@ -6,7 +6,9 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
-use oceanflow_config::{CheckpointConfig, DeadLetterConfig, ValidConfig, DEFAULT_CONFIG_TOML};
+use oceanflow_config::{
+    CheckpointConfig, DeadLetterConfig, SourceConfig, ValidConfig, DEFAULT_CONFIG_TOML,
+};
 use oceanflow_pipeline::{inputs, run, write_output, RunOptions};
 
 /// Live, incrementally maintained aggregates over oceanographic observations.
@@ -60,6 +62,10 @@ struct RunArgs {
     /// defaults).
     #[arg(long, value_name = "DIR")]
     checkpoint_dir: Option<PathBuf>,
+    /// Directory holding the log files of every vessel source replaying logs (overrides
+    /// sources[*].replay_dir; default the config file's directory).
+    #[arg(long, value_name = "DIR")]
+    replay_dir: Option<PathBuf>,
 }
 
 fn main() -> ExitCode {
@@ -123,6 +129,13 @@ fn run_command(args: RunArgs) -> Result<ExitCode> {
     }
     if let Some(path) = args.dead_letter {
         config.pipeline.dead_letter = Some(DeadLetterConfig { path });
+    }
+    if let Some(dir) = &args.replay_dir {
+        for source in &mut config.sources {
+            if let SourceConfig::Vessel(vessel) = source {
+                vessel.replay_dir = Some(dir.display().to_string());
+            }
+        }
     }
     if let Some(dir) = args.checkpoint_dir {
         match &mut config.pipeline.checkpoint {

@@ -675,3 +675,66 @@ fn changelog_producer_roundtrips_through_a_real_broker() {
     got.sort_by_key(|r| r.key["n"].as_u64());
     assert_eq!(got, records);
 }
+
+/// `[export.changelog]` end to end: a run's aggregate changes, read back from the changelog
+/// topic by an independent client, end at exactly the values of the final output.
+#[test]
+fn aggregate_changes_are_published_to_the_changelog_topic() {
+    let broker = Broker::start().expect("broker");
+    let dir = tempfile::tempdir().unwrap();
+    let rows = rows(3_000, 21);
+    let (topic, changes) = ("obs-changelog", "obs-changelog-aggregates");
+    broker.create_topic(topic, PARTITIONS as u32).unwrap();
+    // One partition: the changes of every key in the order they were made.
+    broker.create_topic(changes, 1).unwrap();
+    let file = dir.path().join("rows.ndjson");
+    write_rows(&file, &rows);
+    produce(&broker, topic, &file, "json", &[]);
+    let extra = format!(
+        "stop_at_end = true\n\n[export.changelog]\nbrokers = \"{}\"\ntopic = \"{changes}\"\n",
+        broker.address()
+    );
+    let cfg = config(
+        dir.path(),
+        "changelog",
+        &broker.address(),
+        topic,
+        "json",
+        &extra,
+    );
+    let doc = run_to_end(&cfg, &dir.path().join("out.json"), &[]);
+    assert_matches("changelog run", &rows, &doc);
+
+    let read = broker
+        .client(
+            "consume",
+            &["--topic", changes, "--count", "1000000", "--timeout", "10"],
+        )
+        .expect("consume");
+    let mut latest: BTreeMap<(String, String), Value> = BTreeMap::new();
+    for message in read["messages"].as_array().expect("messages") {
+        let record: Value = serde_json::from_str(message["value"].as_str().unwrap()).unwrap();
+        assert!(record["watermark"].is_i64(), "{record}");
+        let family = record["family"].as_str().unwrap().to_string();
+        latest.insert(
+            (family, record["key"].to_string()),
+            record["values"].clone(),
+        );
+    }
+    assert!(!latest.is_empty(), "no changelog messages");
+    for row in doc["stations"].as_array().unwrap() {
+        let key = json!({ "station": row["station"] }).to_string();
+        let values = &latest[&("station".to_string(), key)];
+        assert_eq!(values["count"], row["count"], "{row}");
+    }
+    for row in doc["regions"].as_array().unwrap() {
+        if row["count"].as_u64() == Some(0) {
+            continue;
+        }
+        let key = json!({ "region": row["region"] }).to_string();
+        let values = &latest[&("regional".to_string(), key)];
+        assert_eq!(values["count"], row["count"], "{row}");
+    }
+    let temporal = latest.keys().filter(|(f, _)| f == "temporal").count();
+    assert_eq!(temporal, doc["temporal"].as_array().unwrap().len());
+}

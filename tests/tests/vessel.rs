@@ -52,11 +52,16 @@ fn with_transports(transport: impl Fn(usize, &str) -> String) -> String {
 }
 
 fn run_once(config: &Path, out: &Path) -> Value {
+    run_once_with(config, out, &[])
+}
+
+fn run_once_with(config: &Path, out: &Path, extra: &[&str]) -> Value {
     let status = Command::new(oceanflow_bin())
         .args(["run", "--once", "--config"])
         .arg(config)
         .arg("--output")
         .arg(out)
+        .args(extra)
         .env("OCEANFLOW_LOG", "warn")
         .status()
         .expect("oceanflow starts");
@@ -132,6 +137,17 @@ fn the_nbp1406_example_replays_with_once_and_output() {
     ] {
         assert_eq!(station(&doc, device)["count"], count, "{device}");
     }
+    // The example copied elsewhere, the logs given on the command line: the same result.
+    let copy = dir.path().join("nbp1406.toml");
+    std::fs::copy(workspace_root().join("config/examples/nbp1406.toml"), &copy).unwrap();
+    let data = data_dir().display().to_string();
+    let moved = run_once_with(
+        &copy,
+        &dir.path().join("moved.json"),
+        &["--replay-dir", &data],
+    );
+    assert_eq!(moved, doc, "--replay-dir gives the same aggregates");
+
     // Thermosalinograph statistics equal a plain computation over the file.
     let text = std::fs::read_to_string(data_dir().join("NBP1406_tsg1-2014-08-01")).unwrap();
     let tsg = station(&doc, "tsg1");

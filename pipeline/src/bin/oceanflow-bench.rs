@@ -112,7 +112,8 @@ fn checkpoint_row(n: usize, dir: &std::path::Path) -> Result<String> {
     let started = Instant::now();
     let restored_keys = timely::execute_directly(move |worker| {
         let view = Arc::new(Mutex::new(AggregateView::new()));
-        let (mut groups_in, mut distinct_in, probe) = build_dataflow(worker, Arc::clone(&view));
+        let (mut groups_in, mut distinct_in, probe) =
+            build_dataflow(worker, Arc::clone(&view), None);
         for (key, stats) in &restored.groups {
             groups_in.update(key.clone(), stats.clone());
         }
@@ -168,7 +169,8 @@ fn incremental(args: &[String]) -> Result<()> {
     let spec = AggregateSpec::from_config(&base_config);
     let result = timely::execute_directly(move |worker| -> Result<String> {
         let view = Arc::new(Mutex::new(AggregateView::new()));
-        let (mut groups_in, mut distinct_in, probe) = build_dataflow(worker, Arc::clone(&view));
+        let (mut groups_in, mut distinct_in, probe) =
+            build_dataflow(worker, Arc::clone(&view), None);
         let mut preagg = PreAggregator::new(spec);
         let mut partials = Partials::default();
         let mut feed = |batches: &[RecordBatch],

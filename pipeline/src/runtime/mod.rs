@@ -48,6 +48,7 @@ use timely::dataflow::operators::probe::Handle as ProbeHandle;
 use timely::worker::Worker;
 
 use crate::checkpoint::{Checkpoint, CheckpointStore, Layout, PartitionState};
+use crate::export::changelog::Changelog;
 use crate::metrics::PipelineMetrics;
 pub(crate) use checkpointing::Checkpointer;
 use checkpointing::{Part, FINAL_CUT};
@@ -73,6 +74,8 @@ pub struct Shared {
     pub failures: Mutex<Vec<String>>,
     /// What connectors get besides their config.
     pub source_context: SourceContext,
+    /// The Kafka changelog of aggregate changes, when `[export.changelog]` is set.
+    pub changelog: Option<Arc<Changelog>>,
     watermarks: Mutex<HashMap<(usize, String), i64>>,
     /// Start of the update clock; epoch `n` begins `n` update intervals after it.
     clock_start: Instant,
@@ -99,6 +102,7 @@ impl Shared {
         source_context: SourceContext,
         metrics: PipelineMetrics,
         dead_letter: Option<DeadLetterWriter>,
+        changelog: Option<Changelog>,
         shutdown: Arc<AtomicBool>,
     ) -> Result<Self, crate::PipelineError> {
         let workers = source_context.workers;
@@ -145,6 +149,7 @@ impl Shared {
             failures: Mutex::new(Vec::new()),
             watermarks: Mutex::new(HashMap::new()),
             source_context,
+            changelog: changelog.map(Arc::new),
             clock_start: Instant::now(),
             update_interval,
             dealt: Mutex::new(Vec::new()),
@@ -293,7 +298,7 @@ impl OpenPartition {
 pub fn run_worker(worker: &mut Worker, shared: &Shared) {
     let index = worker.index();
     let view = Arc::clone(&shared.views[index]);
-    let (groups_in, distinct_in, probe) = build_dataflow(worker, view);
+    let (groups_in, distinct_in, probe) = build_dataflow(worker, view, shared.changelog.clone());
     let pending = std::mem::take(
         lock(&shared.dealt)
             .get_mut(index)
@@ -544,6 +549,9 @@ impl WorkerState<'_> {
             .retain(|p| p.reading == Reading::Open || p.position != p.acknowledged);
         self.publish_finality();
         self.expire();
+        if let Some(changelog) = &self.shared.changelog {
+            changelog.send(self.shared.event_frontier());
+        }
     }
 
     /// Advances the inputs to `target` and steps until everything before it is applied.
@@ -777,18 +785,33 @@ pub type Inputs = (
     ProbeHandle<Epoch>,
 );
 
-/// Builds the aggregate dataflow on `worker`; its changelogs maintain `view`.
-pub fn build_dataflow(worker: &mut Worker, view: Arc<Mutex<AggregateView>>) -> Inputs {
+/// Builds the aggregate dataflow on `worker`; its changelogs maintain `view` and, when given,
+/// feed the Kafka `changelog`.
+pub fn build_dataflow(
+    worker: &mut Worker,
+    view: Arc<Mutex<AggregateView>>,
+    changelog: Option<Arc<Changelog>>,
+) -> Inputs {
     worker.dataflow::<Epoch, _, _>(|scope| {
         let (groups_in, groups) = scope.new_collection::<GroupKey, Stats>();
         let (distinct_in, values) = scope.new_collection::<DistinctKey, isize>();
         let probe = ProbeHandle::new();
-        let group_view = Arc::clone(&view);
+        let (group_view, group_changelog) = (Arc::clone(&view), changelog.clone());
         aggregates(groups)
-            .inspect_batch(move |_time, changes| lock(&group_view).apply_changes(changes))
+            .inspect_batch(move |_time, changes| {
+                lock(&group_view).apply_changes(changes);
+                if let Some(changelog) = &group_changelog {
+                    changelog.aggregates(changes);
+                }
+            })
             .probe_with(&probe);
         distinct_values(values)
-            .inspect_batch(move |_time, changes| lock(&view).apply_distinct(changes))
+            .inspect_batch(move |_time, changes| {
+                lock(&view).apply_distinct(changes);
+                if let Some(changelog) = &changelog {
+                    changelog.distinct(changes);
+                }
+            })
             .probe_with(&probe);
         (groups_in, distinct_in, probe)
     })
