@@ -1,6 +1,7 @@
 //! Shared fixtures of the end-to-end tests: tutorial-shaped rows with awkward cases, the same
 //! rows in every file format, and running the binary once.
 
+use std::ffi::OsStr;
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -167,10 +168,14 @@ pub fn write_all_formats(dir: &Path, batch: &RecordBatch) -> Vec<PathBuf> {
 
 /// `oceanflow run --input INPUT --once --output OUT EXTRA…`, which must succeed; the output.
 pub fn run_once(input: &Path, out: &Path, extra: &[&str]) -> Value {
+    run_once_with(&[OsStr::new("--input"), input.as_os_str()], out, extra)
+}
+
+/// `oceanflow run ARGS… --once --output OUT EXTRA…`, which must succeed; the output.
+pub fn run_once_with(args: &[&OsStr], out: &Path, extra: &[&str]) -> Value {
     let status = Command::new(oceanflow_bin())
         .arg("run")
-        .arg("--input")
-        .arg(input)
+        .args(args)
         .arg("--once")
         .arg("--output")
         .arg(out)
@@ -178,11 +183,7 @@ pub fn run_once(input: &Path, out: &Path, extra: &[&str]) -> Value {
         .env("OCEANFLOW_LOG", "warn")
         .status()
         .expect("oceanflow starts");
-    assert!(
-        status.success(),
-        "oceanflow failed on {}: {status}",
-        input.display()
-    );
+    assert!(status.success(), "oceanflow failed on {args:?}: {status}");
     serde_json::from_slice(&std::fs::read(out).unwrap()).expect("output is JSON")
 }
 

@@ -9,10 +9,12 @@
 //! the other devices are sent, so every fix is known when the records that need it arrive —
 //! the same as in the replay.
 
+use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
+use oceanflow_tests::fixtures::run_once_with;
 use oceanflow_tests::{free_port, http_get, oceanflow_bin, wait_until, workspace_root, ChildGuard};
 use serde_json::Value;
 
@@ -52,21 +54,7 @@ fn with_transports(transport: impl Fn(usize, &str) -> String) -> String {
 }
 
 fn run_once(config: &Path, out: &Path) -> Value {
-    run_once_with(config, out, &[])
-}
-
-fn run_once_with(config: &Path, out: &Path, extra: &[&str]) -> Value {
-    let status = Command::new(oceanflow_bin())
-        .args(["run", "--once", "--config"])
-        .arg(config)
-        .arg("--output")
-        .arg(out)
-        .args(extra)
-        .env("OCEANFLOW_LOG", "warn")
-        .status()
-        .expect("oceanflow starts");
-    assert!(status.success(), "{status}");
-    serde_json::from_slice(&std::fs::read(out).unwrap()).expect("output is JSON")
+    run_once_with(&[OsStr::new("--config"), config.as_os_str()], out, &[])
 }
 
 fn replay_reference(dir: &Path) -> Value {
@@ -141,8 +129,9 @@ fn the_nbp1406_example_replays_with_once_and_output() {
     let copy = dir.path().join("nbp1406.toml");
     std::fs::copy(workspace_root().join("config/examples/nbp1406.toml"), &copy).unwrap();
     let data = data_dir().display().to_string();
+    let config = [OsStr::new("--config"), copy.as_os_str()];
     let moved = run_once_with(
-        &copy,
+        &config,
         &dir.path().join("moved.json"),
         &["--replay-dir", &data],
     );
