@@ -301,6 +301,7 @@ fn retention_keeps_live_buckets_and_memory_flat_past_the_horizon() {
         let keys = gauge(&text, "oceanflow_state_keys{family=\"temporal\"}").unwrap();
         samples.push((target, keys, rss_kib(child.id())));
     }
+    eprintln!("(day, live temporal keys, RSS KiB): {samples:?}");
     let status = wait_exit(&mut child, Duration::from_secs(120)).expect("finishes");
     assert!(status.success());
     let (_, keys_at_70, rss_at_70) = samples[0];
@@ -309,8 +310,10 @@ fn retention_keeps_live_buckets_and_memory_flat_past_the_horizon() {
             (keys - keys_at_70).abs() <= 0.1 * keys_at_70,
             "live temporal keys not flat: {samples:?} (day {day})"
         );
+        // The allocator moves RSS by up to ~30 % without a trend (bench/cruise.py); the key
+        // count above is the exact check, this one catches a leak.
         assert!(
-            (rss as f64) <= 1.25 * rss_at_70 as f64,
+            (rss as f64) <= 1.5 * rss_at_70 as f64,
             "memory grew: {samples:?} (day {day})"
         );
     }
