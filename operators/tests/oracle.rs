@@ -315,22 +315,8 @@ fn run_operators(case: &Case, workers: usize) -> AggregateView {
     let mut merged = AggregateView::new();
     for w in 0..workers {
         let mut view = AggregateView::new();
-        let mine: Vec<AggregateChange> = changes
-            .lock()
-            .unwrap()
-            .iter()
-            .filter(|(i, _)| *i == w)
-            .map(|(_, c)| c.clone())
-            .collect();
-        view.apply_changes(&mine);
-        let mine: Vec<DistinctChange> = distinct
-            .lock()
-            .unwrap()
-            .iter()
-            .filter(|(i, _)| *i == w)
-            .map(|(_, c)| c.clone())
-            .collect();
-        view.apply_distinct(&mine);
+        view.apply_changes(&of_worker(&changes, w));
+        view.apply_distinct(&of_worker(&distinct, w));
         merged.extend_from(&view);
     }
     merged
@@ -652,4 +638,13 @@ fn one_batch_or_many_batches_give_equal_results() {
     );
     compare(&whole, &one, 1).unwrap();
     compare(&pieces, &run_operators(&pieces, 4), 4).unwrap();
+}
+
+/// The changes worker `w` captured, in capture order.
+fn of_worker<T: Clone>(log: &Mutex<Vec<(usize, T)>>, w: usize) -> Vec<T> {
+    let log = log.lock().unwrap();
+    log.iter()
+        .filter(|(i, _)| *i == w)
+        .map(|(_, c)| c.clone())
+        .collect()
 }

@@ -98,6 +98,25 @@ impl ChildGuard {
         }
     }
 
+    /// Waits for the child to exit, polling every 5 ms, at most `limit`; `None` if it is still
+    /// running.
+    pub fn wait_exit(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
+        let child = self.child.as_mut().expect("child present until drop");
+        wait_until_every(limit, Duration::from_millis(5), || {
+            child.try_wait().ok().flatten()
+        })
+    }
+
+    /// Sends signal `name` (`TERM`, `KILL`, …) with kill(1); panics if it cannot be sent.
+    pub fn signal(&self, name: &str) {
+        let status = Command::new("kill")
+            .arg(format!("-{name}"))
+            .arg(self.id().to_string())
+            .status()
+            .expect("kill runs");
+        assert!(status.success(), "kill -{name} {} failed", self.name);
+    }
+
     /// Mutable access to the child (e.g. to take its stdout).
     pub fn child_mut(&mut self) -> &mut Child {
         self.child.as_mut().expect("child present until drop")

@@ -182,17 +182,9 @@ fn spawn(config: &Path, out: &Path, listen: Option<u16>, extra: &[&str]) -> Chil
 
 /// Waits (bounded) for the process to exit; returns its status.
 fn wait_exit(child: &mut ChildGuard, timeout: Duration) -> std::process::ExitStatus {
-    wait_until(timeout, || child.child_mut().try_wait().ok().flatten())
+    child
+        .wait_exit(timeout)
         .unwrap_or_else(|| panic!("oceanflow did not exit within {timeout:?}"))
-}
-
-fn signal(child: &ChildGuard, sig: &str) {
-    let status = Command::new("kill")
-        .arg(format!("-{sig}"))
-        .arg(child.id().to_string())
-        .status()
-        .expect("kill runs");
-    assert!(status.success(), "kill -{sig} failed");
 }
 
 fn read_output(out: &Path) -> Value {
@@ -361,7 +353,7 @@ fn interrupted_then_restarted(sig: &str, topic: &str, seed: u64, min_delivered: 
     let out1 = dir.path().join("out1.json");
     let mut run1 = spawn(&cfg, &out1, Some(port), &checkpoint_args);
     let seen = wait_delivered(&mut run1, port, min_delivered, Duration::from_secs(60));
-    signal(&run1, sig);
+    run1.signal(sig);
     let status = wait_exit(&mut run1, RUN_TIMEOUT);
     if sig == "TERM" {
         assert!(status.success(), "first run after SIGTERM: {status}");
@@ -445,7 +437,7 @@ fn broker_outage_mid_stream_is_survived() {
     write_rows(&second_file, second);
     produce(&broker, topic, &second_file, "json", &[]);
     wait_delivered(&mut run, port, rows.len() as f64, Duration::from_secs(120));
-    signal(&run, "TERM");
+    run.signal("TERM");
     let status = wait_exit(&mut run, RUN_TIMEOUT);
     assert!(status.success(), "oceanflow after the outage: {status}");
     assert_matches("across a broker outage", &rows, &read_output(&out));
@@ -506,7 +498,7 @@ fn two_processes_in_one_group_share_the_partitions_and_cover_every_message() {
     .expect("together they deliver every message");
     let per_process = [delivered(ports[0]), delivered(ports[1])];
     for run in &runs {
-        signal(run, "TERM");
+        run.signal("TERM");
     }
     for run in &mut runs {
         let status = wait_exit(run, RUN_TIMEOUT);
@@ -595,7 +587,7 @@ fn malformed_messages_go_to_the_dead_letter_topic_and_metrics() {
         );
         assert_eq!(rejected, *n as f64, "pipeline rejections {reason}");
     }
-    signal(&run, "TERM");
+    run.signal("TERM");
     let status = wait_exit(&mut run, RUN_TIMEOUT);
     assert!(status.success(), "after SIGTERM: {status}");
     assert_matches(
@@ -784,10 +776,10 @@ fn crash_loop_over_a_kafka_topic_and_a_file_counts_every_row_once() {
         let mut run = spawn(&cfg, &out, None, &[]);
         // Killed at a random moment: the point of the test, not a synchronisation.
         let delay = Duration::from_millis(rng.random_range(300..2_500));
-        if wait_until(delay, || run.child_mut().try_wait().ok().flatten()).is_some() {
+        if run.wait_exit(delay).is_some() {
             break;
         }
-        signal(&run, "KILL");
+        run.signal("KILL");
         wait_exit(&mut run, Duration::from_secs(30));
         kills += 1;
     }

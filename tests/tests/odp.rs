@@ -21,7 +21,7 @@ use arrow_array::{
 };
 use arrow_schema::{DataType, Field, Schema, TimeUnit};
 use oceanflow_tests::oracle::{compute, OracleSpec, Row};
-use oceanflow_tests::{oceanflow_bin, wait_until_every, ChildGuard};
+use oceanflow_tests::{oceanflow_bin, ChildGuard};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde_json::Value;
@@ -266,10 +266,9 @@ fn the_real_odp_sdk_reads_exactly_the_rows_the_server_holds() {
             .arg(dir.path()),
     )
     .unwrap();
-    let status = wait_until_every(Duration::from_secs(300), Duration::from_millis(50), || {
-        child.child_mut().try_wait().unwrap()
-    })
-    .expect("the SDK script finishes within 300 s");
+    let status = child
+        .wait_exit(Duration::from_secs(300))
+        .expect("the SDK script finishes within 300 s");
     assert!(status.success(), "odp_conformance.py failed: {status}");
 
     let summary: Value =

@@ -5,7 +5,7 @@
 
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, ExitStatus, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use oceanflow_config::{
@@ -13,9 +13,7 @@ use oceanflow_config::{
 };
 use oceanflow_tests::fixtures::{batch, counts, rows};
 use oceanflow_tests::oracle::{compute, OracleSpec, Row};
-use oceanflow_tests::{
-    free_port, http_get, oceanflow_bin, wait_until, wait_until_every, ChildGuard,
-};
+use oceanflow_tests::{free_port, http_get, oceanflow_bin, wait_until, ChildGuard};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde_json::Value;
@@ -83,13 +81,6 @@ fn start(config: &Path, out: &Path, workers: &str) -> ChildGuard {
     .expect("oceanflow starts")
 }
 
-/// Waits for the child to exit, at most `limit`.
-fn wait_exit(child: &mut ChildGuard, limit: Duration) -> Option<ExitStatus> {
-    wait_until_every(limit, Duration::from_millis(5), || {
-        child.child_mut().try_wait().expect("try_wait")
-    })
-}
-
 fn checkpoint_files(dir: &Path) -> usize {
     std::fs::read_dir(dir).map_or(0, |d| {
         d.filter_map(Result::ok)
@@ -119,12 +110,10 @@ fn run_interrupted(
         if interrupted < interruptions {
             // Interrupt at a random moment (the point of the test, not a synchronisation).
             let delay = Duration::from_millis(rng.random_range(50..600));
-            if wait_exit(&mut child, delay).is_none() {
-                let pid = child.id().to_string();
-                let sent = Command::new("kill").args([signal, &pid]).status().unwrap();
-                assert!(sent.success());
-                let status = wait_exit(&mut child, Duration::from_secs(60)).expect("exits");
-                if signal == "-TERM" {
+            if child.wait_exit(delay).is_none() {
+                child.signal(signal);
+                let status = child.wait_exit(Duration::from_secs(60)).expect("exits");
+                if signal == "TERM" {
                     // A graceful stop drains, checkpoints and exits 0 — unless the signal
                     // came before the handler was installed, which is then a crash.
                     assert!(
@@ -137,11 +126,11 @@ fn run_interrupted(
                 continue;
             }
         }
-        let status = wait_exit(&mut child, Duration::from_secs(120)).expect("finishes");
+        let status = child.wait_exit(Duration::from_secs(120)).expect("finishes");
         assert!(status.success(), "final run: {status}");
         assert!(checkpoint_files(checkpoints) > 0);
         let doc = serde_json::from_slice(&std::fs::read(&out).unwrap()).expect("JSON output");
-        if signal == "-TERM" && interrupted > 0 {
+        if signal == "TERM" && interrupted > 0 {
             assert!(graceful > 0, "no SIGTERM was handled gracefully");
         }
         return (doc, interrupted);
@@ -171,12 +160,12 @@ fn crash_loop(signal: &str, seed: u64) {
 
 #[test]
 fn sigkill_at_random_moments_loses_and_duplicates_nothing() {
-    crash_loop("-KILL", 61);
+    crash_loop("KILL", 61);
 }
 
 #[test]
 fn sigterm_at_random_moments_loses_and_duplicates_nothing() {
-    crash_loop("-TERM", 62);
+    crash_loop("TERM", 62);
 }
 
 #[test]
@@ -188,7 +177,7 @@ fn a_damaged_newest_checkpoint_falls_back_to_the_previous_one() {
     let config = config_file(dir.path(), inputs(dir.path(), &rows), &checkpoints);
     let out = dir.path().join("out.json");
     let run = |out: &Path| {
-        let status = wait_exit(&mut start(&config, out, "2"), Duration::from_secs(120));
+        let status = start(&config, out, "2").wait_exit(Duration::from_secs(120));
         assert!(status.is_some_and(|s| s.success()));
         serde_json::from_slice::<Value>(&std::fs::read(out).unwrap()).unwrap()
     };
@@ -302,7 +291,7 @@ fn retention_keeps_live_buckets_and_memory_flat_past_the_horizon() {
         samples.push((target, keys, rss_kib(child.id())));
     }
     eprintln!("(day, live temporal keys, RSS KiB): {samples:?}");
-    let status = wait_exit(&mut child, Duration::from_secs(120)).expect("finishes");
+    let status = child.wait_exit(Duration::from_secs(120)).expect("finishes");
     assert!(status.success());
     let (_, keys_at_70, rss_at_70) = samples[0];
     for &(day, keys, rss) in &samples[1..] {

@@ -312,15 +312,10 @@ fn live_matches_replay(mode: &str) {
         .unwrap_or_else(|| panic!("{mode}: {device} lines: {:?} of 5000", seen(device)));
     }
     // Every line is parsed and handed to the dataflow; SIGTERM drains it and writes --output.
-    let status = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
-    let exited = wait_until(Duration::from_secs(30), || {
-        child.child_mut().try_wait().ok().flatten()
-    })
-    .expect("oceanflow exits after SIGTERM");
+    child.signal("TERM");
+    let exited = child
+        .wait_exit(Duration::from_secs(30))
+        .expect("oceanflow exits after SIGTERM");
     assert!(exited.success(), "{exited}");
     let doc: Value = serde_json::from_slice(&std::fs::read(&out).unwrap()).unwrap();
     for table in ["stations", "temporal", "regions"] {

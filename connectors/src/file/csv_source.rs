@@ -20,7 +20,7 @@ use arrow_csv::reader::Format;
 use arrow_csv::ReaderBuilder;
 use arrow_schema::{ArrowError, DataType, Field, Schema, SchemaRef};
 
-use super::text::{text_batch, trim_cr, LineNumbers, Malformed, TextInput, TextPosition};
+use super::text::{text_batch, trim_cr, LineNumbers, Malformed, TextInput};
 use super::{arrow_error, Shared};
 use crate::{PartitionReader, Poll, Position, SourceError};
 
@@ -36,9 +36,7 @@ pub(super) fn open(
 ) -> Result<Box<dyn PartitionReader>, SourceError> {
     let mut reader = CsvReader::open(path)?;
     if let Some(position) = resume {
-        let at = TextPosition::from_position(path, &position)?;
-        reader.input.seek(at.offset)?;
-        reader.line = at.line;
+        reader.line = reader.input.resume(&position)?;
     }
     Ok(Box::new(CsvPartition {
         reader,
@@ -74,7 +72,7 @@ impl PartitionReader for CsvPartition {
             chunk.malformed,
             chunk.bytes,
         )?;
-        batch.position = Some(self.reader.position().to_position());
+        batch.position = Some(self.reader.input.position(self.reader.line));
         Ok(Poll::Batch(batch))
     }
 }
@@ -216,14 +214,6 @@ impl Collected {
 }
 
 impl CsvReader {
-    /// Where the next chunk starts.
-    fn position(&self) -> TextPosition {
-        TextPosition {
-            offset: self.input.offset(),
-            line: self.line,
-        }
-    }
-
     /// Opens the file and reads its header.
     fn open(path: &Path) -> Result<Self, SourceError> {
         let mut reader = CsvReader {

@@ -18,7 +18,7 @@ use arrow_schema::{ArrowError, DataType, Field, Schema, SchemaRef};
 use serde::de::{IgnoredAny, MapAccess, Visitor};
 use serde::{Deserialize, Deserializer};
 
-use super::text::{text_batch, trim_cr, Malformed, TextInput, TextPosition};
+use super::text::{text_batch, trim_cr, Malformed, TextInput};
 use super::{arrow_error, Shared};
 use crate::canonical::RowOrigin;
 use crate::{PartitionReader, Poll, Position, SourceError};
@@ -39,9 +39,7 @@ pub(super) fn open(
     ));
     let mut reader = JsonReader::open(path, schema)?;
     if let Some(position) = resume {
-        let at = TextPosition::from_position(path, &position)?;
-        reader.input.seek(at.offset)?;
-        reader.line = at.line;
+        reader.line = reader.input.resume(&position)?;
     }
     Ok(Box::new(JsonPartition {
         reader,
@@ -155,13 +153,7 @@ impl PartitionReader for JsonPartition {
             chunk.malformed,
             chunk.bytes,
         )?;
-        batch.position = Some(
-            TextPosition {
-                offset: self.reader.input.offset(),
-                line: self.reader.line,
-            }
-            .to_position(),
-        );
+        batch.position = Some(self.reader.input.position(self.reader.line));
         Ok(Poll::Batch(batch))
     }
 }

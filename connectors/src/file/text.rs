@@ -90,8 +90,25 @@ impl TextInput {
         self.base + self.pos as u64
     }
 
+    /// The position of a reader whose next record is the one at the read position, numbered
+    /// `line`.
+    pub fn position(&self, line: u64) -> Position {
+        Position(serde_json::json!({ "offset": self.offset(), "line": line }))
+    }
+
+    /// Continues at a [`TextInput::position`]; returns the line number of the next record.
+    pub fn resume(&mut self, position: &Position) -> Result<u64, SourceError> {
+        let at: TextPosition =
+            serde_json::from_value(position.0.clone()).map_err(|e| SourceError::Other {
+                context: self.path.display().to_string(),
+                message: format!("cannot resume from position {}: {e}", position.0),
+            })?;
+        self.seek(at.offset)?;
+        Ok(at.line)
+    }
+
     /// Continues reading at file offset `offset` (a value [`TextInput::offset`] returned).
-    pub fn seek(&mut self, offset: u64) -> Result<(), SourceError> {
+    fn seek(&mut self, offset: u64) -> Result<(), SourceError> {
         self.file
             .seek(SeekFrom::Start(offset))
             .map_err(|e| io_error(&self.path, e))?;
@@ -105,23 +122,10 @@ impl TextInput {
 
 /// Where a text file's reader stands: the byte offset of the next record and its 0-based line
 /// number (so rejections keep their line numbers after a resume). JSON: `{"offset", "line"}`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub(super) struct TextPosition {
-    pub offset: u64,
-    pub line: u64,
-}
-
-impl TextPosition {
-    pub fn to_position(self) -> Position {
-        Position(serde_json::json!({ "offset": self.offset, "line": self.line }))
-    }
-
-    pub fn from_position(path: &Path, position: &Position) -> Result<Self, SourceError> {
-        serde_json::from_value(position.0.clone()).map_err(|e| SourceError::Other {
-            context: path.display().to_string(),
-            message: format!("cannot resume from position {}: {e}", position.0),
-        })
-    }
+#[derive(Debug, serde::Deserialize)]
+struct TextPosition {
+    offset: u64,
+    line: u64,
 }
 
 /// Strips one trailing `\r` (CRLF line ends).

@@ -47,7 +47,7 @@ use oceanflow_operators::{DistinctKey, GroupKey, Stats};
 use timely::dataflow::operators::probe::Handle as ProbeHandle;
 use timely::worker::Worker;
 
-use crate::checkpoint::{Checkpoint, CheckpointStore, Layout, PartitionState};
+use crate::checkpoint::{CheckpointStore, Layout, PartitionState};
 use crate::export::changelog::Changelog;
 use crate::metrics::PipelineMetrics;
 pub(crate) use checkpointing::Checkpointer;
@@ -82,8 +82,9 @@ pub struct Shared {
     update_interval: Duration,
     /// Each worker's partitions, taken by the worker when it starts.
     dealt: Mutex<Vec<Vec<Pending>>>,
-    /// The restored state, taken by the workers (each inserts its share).
-    restored: Mutex<Option<Checkpoint>>,
+    /// Each worker's share of the restored aggregates and distinct values, taken (and so
+    /// freed) when the worker inserts it.
+    restored: Mutex<Vec<Part>>,
     checkpointer: Option<Checkpointer>,
     /// Per worker: event time before which its inputs are final (`i64::MAX`: no constraint).
     finality: Vec<AtomicI64>,
@@ -153,21 +154,27 @@ impl Shared {
             clock_start: Instant::now(),
             update_interval,
             dealt: Mutex::new(Vec::new()),
-            restored: Mutex::new(None),
+            restored: Mutex::new(Vec::new()),
             checkpointer,
             finality: (0..workers).map(|_| AtomicI64::new(i64::MIN)).collect(),
             idle_workers: AtomicUsize::new(0),
             carried: Mutex::new(Vec::new()),
         };
-        let positions: HashMap<(String, String), PartitionState> = restored
-            .as_ref()
-            .map(|c| {
-                c.partitions
-                    .iter()
-                    .map(|p| ((p.source.clone(), p.id.clone()), p.clone()))
-                    .collect()
-            })
-            .unwrap_or_default();
+        let mut shares: Vec<Part> = (0..workers).map(|_| Part::default()).collect();
+        let mut positions: HashMap<(String, String), PartitionState> = HashMap::new();
+        if let Some(checkpoint) = restored {
+            for (i, group) in checkpoint.groups.into_iter().enumerate() {
+                shares[i % workers].groups.push(group);
+            }
+            for (i, value) in checkpoint.distinct.into_iter().enumerate() {
+                shares[i % workers].distinct.push(value);
+            }
+            positions = checkpoint
+                .partitions
+                .into_iter()
+                .map(|p| ((p.source.clone(), p.id.clone()), p))
+                .collect();
+        }
         let dealt = plan::deal(&shared, workers, &positions);
         shared.dealt = Mutex::new(dealt);
         shared.carried = Mutex::new(
@@ -176,7 +183,7 @@ impl Shared {
                 .filter(|p| p.finished && p.position.is_none())
                 .collect(),
         );
-        shared.restored = Mutex::new(restored);
+        shared.restored = Mutex::new(shares);
         Ok(shared)
     }
 
@@ -392,25 +399,20 @@ struct WorkerState<'a> {
 impl WorkerState<'_> {
     /// Inserts this worker's share of the restored aggregates at epoch 0.
     fn insert_restored(&mut self) {
-        let restored = lock(&self.shared.restored);
-        let Some(checkpoint) = restored.as_ref() else {
+        let share = lock(&self.shared.restored)
+            .get_mut(self.index)
+            .map(std::mem::take);
+        let Some(Part {
+            groups, distinct, ..
+        }) = share
+        else {
             return;
         };
-        for (key, stats) in checkpoint
-            .groups
-            .iter()
-            .skip(self.index)
-            .step_by(self.peers)
-        {
-            self.groups_in.update(key.clone(), stats.clone());
+        for (key, stats) in groups {
+            self.groups_in.update(key, stats);
         }
-        for value in checkpoint
-            .distinct
-            .iter()
-            .skip(self.index)
-            .step_by(self.peers)
-        {
-            self.distinct_in.update(value.clone(), 1);
+        for value in distinct {
+            self.distinct_in.update(value, 1);
         }
     }
 
@@ -535,11 +537,7 @@ impl WorkerState<'_> {
         }
         if self.shared.checkpointer.is_none() {
             // Everything read before the current epoch is in the aggregates.
-            let covered: Vec<(String, Position)> = self
-                .open
-                .iter()
-                .filter_map(|p| Some((p.id.clone(), p.position.clone()?)))
-                .collect();
+            let covered = self.positions();
             self.acknowledge(&covered);
         } else {
             self.acknowledge_durable();
@@ -616,11 +614,7 @@ impl WorkerState<'_> {
                 .flat_map(|p| &p.parts)
                 .filter_map(|a| a.restored.clone()),
         );
-        let positions = self
-            .open
-            .iter()
-            .filter_map(|p| Some((p.id.clone(), p.position.clone()?)))
-            .collect();
+        let positions = self.positions();
         self.acks.push_back((cut, positions));
         checkpointer.contribute(cut, part);
     }
@@ -643,6 +637,14 @@ impl WorkerState<'_> {
             }
         }
         self.acknowledge(&covered);
+    }
+
+    /// Where each partition this worker reads stands.
+    fn positions(&self) -> Vec<(String, Position)> {
+        self.open
+            .iter()
+            .filter_map(|p| Some((p.id.clone(), p.position.clone()?)))
+            .collect()
     }
 
     /// Hands `covered` positions to their readers (each once).
@@ -750,11 +752,7 @@ impl WorkerState<'_> {
             worker.step_or_park(Some(Duration::from_millis(1)));
         }
         self.shared.finality[self.index].store(i64::MAX, Ordering::Release);
-        let covered: Vec<(String, Position)> = self
-            .open
-            .iter()
-            .filter_map(|p| Some((p.id.clone(), p.position.clone()?)))
-            .collect();
+        let covered = self.positions();
         if let Some(checkpointer) = &self.shared.checkpointer {
             self.contribute(FINAL_CUT);
             if !checkpointer.wait_durable(FINAL_CUT, Duration::from_secs(120)) {
