@@ -210,6 +210,7 @@ impl Canonicalizer {
             rejected,
             bytes: 0,
             position: None,
+            lanes: None,
         })
     }
 

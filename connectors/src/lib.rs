@@ -112,6 +112,35 @@ pub struct SourceBatch {
     /// position resumes with the first row after it. `None` for sources that cannot resume
     /// (live feeds); checkpoints then record nothing for the partition.
     pub position: Option<Position>,
+    /// The independently ordered streams (lanes) this batch's rows come from, when the
+    /// partition interleaves several: a Kafka member's topic-partitions, a vessel source's
+    /// devices. Lateness and the event-time watermark are judged per lane. `None`: the whole
+    /// partition is one lane.
+    pub lanes: Option<Lanes>,
+}
+
+/// The lane of every row of a [`SourceBatch`]: rows of one lane are in the lane's own order
+/// (a Kafka topic-partition's offsets, one instrument's lines), lanes are interleaved freely.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Lanes {
+    /// Stable lane ids (e.g. `obs/3` for topic `obs`, partition 3; a device name), the same
+    /// on every run; indexed by [`Lanes::of_row`].
+    pub ids: Vec<String>,
+    /// Per canonical row, the index of its lane in [`Lanes::ids`].
+    pub of_row: Vec<u32>,
+}
+
+impl SourceBatch {
+    /// A batch of one lane (the partition itself) with no rejections.
+    pub fn new(batch: RecordBatch, bytes: u64, position: Option<Position>) -> SourceBatch {
+        SourceBatch {
+            batch,
+            rejected: Vec::new(),
+            bytes,
+            position,
+            lanes: None,
+        }
+    }
 }
 
 /// A partition's read position: enough to resume right after the last row delivered (a byte

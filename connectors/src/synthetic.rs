@@ -352,6 +352,7 @@ impl SyntheticReader {
             rejected: Vec::new(),
             bytes: 0,
             position: Some(self.generator.position()),
+            lanes: None,
         }))
     }
 }

@@ -762,6 +762,7 @@ impl Member {
             rejected: out,
             bytes,
             position: Some(self.position()),
+            lanes: None,
         })
     }
 

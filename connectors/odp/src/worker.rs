@@ -328,6 +328,7 @@ impl Worker {
             rejected: Vec::new(),
             bytes: 0,
             position: Some(self.job.progress.to_position()),
+            lanes: None,
         };
         self.tx.send(Msg::Batch(out)).map_err(|_| OdpError::Stopped)
     }

@@ -419,6 +419,7 @@ impl Engine {
             rejected: std::mem::take(&mut self.rejected),
             bytes,
             position,
+            lanes: None,
         })
     }
 

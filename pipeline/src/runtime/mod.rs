@@ -828,6 +828,7 @@ fn ingest(
         mut rejected,
         bytes,
         position: _,
+        lanes: _,
     } = source_batch;
     let metrics = &shared.metrics;
     let source = part.source.as_str();
