@@ -85,8 +85,9 @@ pub struct PartitionState {
     pub id: String,
     /// The connector's position (JSON text), `None` when it cannot resume.
     pub position: Option<String>,
-    /// Newest event time accepted from it (µs), for the lateness rule after a restore.
-    pub max_event_us: Option<i64>,
+    /// Newest event time accepted from each of its lanes (µs), for the lateness rule after a
+    /// restore; the lane id is empty for a partition that is one lane.
+    pub lanes: Vec<(String, i64)>,
     /// Read to the end: not opened again.
     pub finished: bool,
 }
@@ -352,7 +353,7 @@ mod tests {
                 source: "s".into(),
                 id: "a.csv".into(),
                 position: Some(r#"{"offset":42}"#.into()),
-                max_event_us: Some(7),
+                lanes: vec![(String::new(), 7)],
                 finished: false,
             }],
         }

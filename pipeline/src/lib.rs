@@ -16,6 +16,7 @@ pub mod inputs;
 pub mod metrics;
 pub mod runtime;
 pub mod sources;
+pub mod sync;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -31,7 +32,7 @@ use tokio::sync::watch;
 use export::http::{serve, AppState};
 use export::output::Snapshot;
 use metrics::PipelineMetrics;
-use runtime::Shared;
+use runtime::{ChangeSink, RunShape, Shared};
 
 /// How to run (the per-run settings of the command line).
 #[derive(Debug, Clone, Default)]
@@ -132,8 +133,11 @@ pub fn run(
         Arc::clone(&config),
         source_context,
         metrics,
-        dead_letter,
-        changelog,
+        RunShape {
+            bounded: options.once,
+            dead_letter,
+            sink: changelog.map(|c| Arc::new(c) as Arc<dyn ChangeSink>),
+        },
         Arc::clone(&shutdown),
     )?);
 
@@ -174,11 +178,11 @@ pub fn run(
     for result in guards.join() {
         result.map_err(PipelineError::Workers)?;
     }
-    if let Some(changelog) = &shared.changelog {
-        changelog.close(i64::MAX, std::time::Duration::from_secs(10));
+    if let Some(sink) = &shared.sink {
+        sink.flush(i64::MAX, std::time::Duration::from_secs(10));
     }
     if let Some(writer) = &shared.dead_letter {
-        if let Err(error) = runtime::lock(writer).flush() {
+        if let Err(error) = sync::lock(writer).flush() {
             tracing::error!(%error, "Dead-letter flush failed.");
         }
     }
@@ -192,7 +196,7 @@ pub fn run(
         });
     }
     let snapshot = Snapshot::collect(&config, &shared.views);
-    let failures = runtime::lock(&shared.failures).clone();
+    let failures = sync::lock(&shared.failures).clone();
     runtime.shutdown_timeout(std::time::Duration::from_secs(5));
     Ok(RunReport {
         snapshot,

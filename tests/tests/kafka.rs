@@ -645,9 +645,10 @@ fn changelog_producer_roundtrips_through_a_real_broker() {
             watermark: START_US + i as i64 * MINUTE_US,
         })
         .collect();
-    producer.send(&records).expect("queued");
+    producer.send(0, &records).expect("queued");
     producer.flush(Duration::from_secs(30)).expect("flushed");
     assert_eq!((producer.delivered(), producer.failed()), (50, 0));
+    assert_eq!(producer.settled(), 50);
 
     let read = broker
         .client("consume", &["--topic", topic, "--count", "50"])

@@ -6,17 +6,22 @@
 //! compacted topic keeps the latest value per aggregate (a removed key is a `null` `values`;
 //! the message value is still JSON so consumers need no tombstone handling).
 
+use std::collections::BTreeSet;
+use std::ops::Range;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use oceanflow_config::source::kafka::KafkaChangelogConfig;
+use rdkafka::error::KafkaError;
+use rdkafka::message::Message;
 use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
 use rdkafka::ClientContext;
 use serde::{Deserialize, Serialize};
 
 use crate::client::client_config;
+use crate::member::lock;
 use crate::Error;
 
 /// One change of one aggregate.
@@ -32,12 +37,40 @@ pub struct ChangelogRecord {
     pub watermark: i64,
 }
 
-/// Delivery outcome counters, readable through [`ChangelogProducer::delivered`] and
-/// [`ChangelogProducer::failed`].
+/// Delivery outcomes: counters, readable through [`ChangelogProducer::delivered`] and
+/// [`ChangelogProducer::failed`], which sequence numbers are settled, and the failed records
+/// waiting to be sent again.
 #[derive(Debug, Default)]
 struct Deliveries {
     delivered: AtomicU64,
     failed: AtomicU64,
+    settled: Mutex<Settlement>,
+    /// Records whose delivery failed, to be sent again.
+    retry: Mutex<Vec<Undelivered>>,
+}
+
+/// A record whose delivery failed: its sequence number, key and payload.
+type Undelivered = (u64, Vec<u8>, Vec<u8>);
+
+/// Which sequence numbers are settled (delivered, or skipped by the caller): a contiguous
+/// prefix, and the settled numbers beyond it (deliveries to different partitions complete in
+/// any order).
+#[derive(Debug, Default)]
+struct Settlement {
+    prefix: u64,
+    ahead: BTreeSet<u64>,
+}
+
+impl Settlement {
+    fn settle(&mut self, seq: u64) {
+        if seq < self.prefix {
+            return;
+        }
+        self.ahead.insert(seq);
+        while self.ahead.remove(&self.prefix) {
+            self.prefix += 1;
+        }
+    }
 }
 
 struct ChangelogContext(Arc<Deliveries>);
@@ -53,16 +86,21 @@ impl ClientContext for ChangelogContext {
 }
 
 impl ProducerContext for ChangelogContext {
-    type DeliveryOpaque = ();
+    type DeliveryOpaque = usize;
 
-    fn delivery(&self, result: &DeliveryResult<'_>, _opaque: ()) {
+    fn delivery(&self, result: &DeliveryResult<'_>, seq: usize) {
+        let seq = seq as u64;
         match result {
             Ok(_) => {
                 self.0.delivered.fetch_add(1, Ordering::Relaxed);
+                lock(&self.0.settled).settle(seq);
             }
-            Err((error, _)) => {
+            Err((error, message)) => {
                 self.0.failed.fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(%error, "Changelog message not delivered.");
+                tracing::warn!(%error, seq, "Changelog message not delivered; it is sent again.");
+                let key = message.key().unwrap_or_default().to_vec();
+                let payload = message.payload().unwrap_or_default().to_vec();
+                lock(&self.0.retry).push((seq, key, payload));
             }
         }
     }
@@ -144,28 +182,66 @@ impl ChangelogProducer {
         })
     }
 
-    /// Queues `records` in order. On a full queue it stops and reports how many were queued.
-    pub fn send(&self, records: &[ChangelogRecord]) -> Result<(), ChangelogError> {
+    /// Queues `records` in order, numbered from `first_seq` (the caller numbers every record
+    /// it means to deliver, see [`ChangelogProducer::settled`]). Failed deliveries are sent
+    /// again first. On a full queue it stops and reports how many of `records` were queued.
+    pub fn send(&self, first_seq: u64, records: &[ChangelogRecord]) -> Result<(), ChangelogError> {
+        self.resend_failed()?;
         for (sent, record) in records.iter().enumerate() {
             let key = serde_json::to_vec(&record.key).unwrap_or_default();
             let value = serde_json::to_vec(record).unwrap_or_default();
-            let message = BaseRecord::to(&self.topic).key(&key).payload(&value);
-            if let Err((error, _)) = self.producer.send(message) {
-                return Err(match error.rdkafka_error_code() {
-                    Some(rdkafka::types::RDKafkaErrorCode::QueueFull) => {
-                        ChangelogError::QueueFull {
-                            topic: self.topic.clone(),
-                            sent,
-                        }
-                    }
-                    _ => ChangelogError::Send {
-                        topic: self.topic.clone(),
-                        source: error,
-                    },
-                });
+            self.send_one(first_seq + sent as u64, &key, &value)
+                .map_err(|error| self.send_error(error, sent))?;
+        }
+        Ok(())
+    }
+
+    /// Marks sequence numbers that will never be sent (dropped by the caller) as settled.
+    pub fn skip(&self, seqs: Range<u64>) {
+        let mut settled = lock(&self.deliveries.settled);
+        for seq in seqs {
+            settled.settle(seq);
+        }
+    }
+
+    /// Every record numbered below this is delivered (or skipped).
+    pub fn settled(&self) -> u64 {
+        lock(&self.deliveries.settled).prefix
+    }
+
+    fn send_one(&self, seq: u64, key: &[u8], value: &[u8]) -> Result<(), KafkaError> {
+        let message = BaseRecord::with_opaque_to(&self.topic, seq as usize)
+            .key(key)
+            .payload(value);
+        self.producer.send(message).map_err(|(error, _)| error)
+    }
+
+    /// Sends the records whose delivery failed again; those the queue cannot take wait.
+    fn resend_failed(&self) -> Result<(), ChangelogError> {
+        let failed = std::mem::take(&mut *lock(&self.deliveries.retry));
+        let mut failed = failed.into_iter();
+        while let Some((seq, key, value)) = failed.next() {
+            if let Err(error) = self.send_one(seq, &key, &value) {
+                let mut retry = lock(&self.deliveries.retry);
+                retry.push((seq, key, value));
+                retry.extend(failed);
+                return Err(self.send_error(error, 0));
             }
         }
         Ok(())
+    }
+
+    fn send_error(&self, error: KafkaError, sent: usize) -> ChangelogError {
+        match error.rdkafka_error_code() {
+            Some(rdkafka::types::RDKafkaErrorCode::QueueFull) => ChangelogError::QueueFull {
+                topic: self.topic.clone(),
+                sent,
+            },
+            _ => ChangelogError::Send {
+                topic: self.topic.clone(),
+                source: error,
+            },
+        }
     }
 
     /// Waits up to `timeout` until every queued record is delivered (or failed).
@@ -186,5 +262,26 @@ impl ChangelogProducer {
     /// Records whose delivery failed so far (each is also logged).
     pub fn failed(&self) -> u64 {
         self.deliveries.failed.load(Ordering::Relaxed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Settlement;
+
+    #[test]
+    fn the_settled_prefix_waits_for_every_earlier_number() {
+        let mut s = Settlement::default();
+        s.settle(1);
+        s.settle(2);
+        assert_eq!(s.prefix, 0);
+        s.settle(0);
+        assert_eq!(s.prefix, 3);
+        s.settle(0);
+        s.settle(5);
+        assert_eq!((s.prefix, s.ahead.len()), (3, 1));
+        s.settle(3);
+        s.settle(4);
+        assert_eq!((s.prefix, s.ahead.len()), (6, 0));
     }
 }

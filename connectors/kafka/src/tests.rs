@@ -229,7 +229,7 @@ fn changelog_records_roundtrip_keyed_by_aggregate() {
             watermark: 1_577_836_800_000_000,
         },
     ];
-    producer.send(&records).expect("queued");
+    producer.send(0, &records).expect("queued");
     producer.flush(Duration::from_secs(10)).expect("flushed");
     assert_eq!((producer.delivered(), producer.failed()), (2, 0));
     let consumer: BaseConsumer = ClientConfig::new()

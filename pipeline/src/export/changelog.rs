@@ -6,6 +6,10 @@
 //! `{family, key, values, watermark}`; `values` is `null` when the key was removed (expired by
 //! retention). Delivery is at-least-once: after a restart the restored aggregates are published
 //! again, so consumers keep the latest value per key (a compacted topic does that).
+//!
+//! Records are numbered as they are queued; the runtime acknowledges input (Kafka offsets)
+//! only once every record queued by the time its rows were applied is delivered
+//! ([`ChangeSink::settled`]). Failed deliveries are sent again.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::path::Path;
@@ -20,7 +24,8 @@ use oceanflow_operators::{GroupKey, Stats};
 use serde_json::{json, Value};
 
 use crate::export::output::{format_time_us, VariableSummary};
-use crate::runtime::lock;
+use crate::runtime::{ChangeSink, Epoch};
+use crate::sync::lock;
 
 /// Records waiting for the producer.
 const MAX_PENDING: usize = 1_000_000;
@@ -29,7 +34,14 @@ const MAX_PENDING: usize = 1_000_000;
 pub struct Changelog {
     producer: ChangelogProducer,
     config: Arc<ValidConfig>,
-    pending: Mutex<VecDeque<ChangelogRecord>>,
+    queue: Mutex<Queue>,
+}
+
+/// Records not yet handed to the producer, and the number of the first of them.
+#[derive(Default)]
+struct Queue {
+    first_seq: u64,
+    pending: VecDeque<ChangelogRecord>,
 }
 
 impl Changelog {
@@ -42,13 +54,13 @@ impl Changelog {
         Ok(Changelog {
             producer: ChangelogProducer::new(settings, base_dir)?,
             config,
-            pending: Mutex::new(VecDeque::new()),
+            queue: Mutex::new(Queue::default()),
         })
     }
 
     /// Queues the records of one batch of aggregate changes: per key its new value, or `null`
     /// when the batch only removes it.
-    pub fn aggregates<T>(&self, changes: &[AggregateChange<T>]) {
+    fn queue_aggregates<T>(&self, changes: &[AggregateChange<T>]) {
         let mut latest: BTreeMap<&GroupKey, Option<&Stats>> = BTreeMap::new();
         for ((key, stats), _, diff) in changes {
             if *diff > 0 {
@@ -73,7 +85,7 @@ impl Changelog {
     }
 
     /// Queues the distinct values that appeared (or, never for insert-only input, vanished).
-    pub fn distinct<T>(&self, changes: &[DistinctChange<T>]) {
+    fn queue_distinct<T>(&self, changes: &[DistinctChange<T>]) {
         let records = changes
             .iter()
             .map(|((region, field, value), _, diff)| ChangelogRecord {
@@ -90,48 +102,18 @@ impl Changelog {
         self.queue(records);
     }
 
-    /// Sends what is queued, stamped with the event-time frontier `watermark` (µs); what the
-    /// producer cannot take now stays queued for the next call.
-    pub fn send(&self, watermark: i64) {
-        let mut pending = lock(&self.pending);
-        if pending.is_empty() {
-            return;
-        }
-        for record in pending.iter_mut() {
-            record.watermark = watermark;
-        }
-        let records = pending.make_contiguous();
-        let sent = match self.producer.send(records) {
-            Ok(()) => records.len(),
-            Err(ChangelogError::QueueFull { sent, .. }) => sent,
-            Err(error) => {
-                tracing::warn!(%error, "Changelog records not sent; retried with the next epoch.");
-                0
-            }
-        };
-        pending.drain(..sent);
-    }
-
-    /// Sends everything left and waits (bounded) for the broker to acknowledge it.
-    pub fn close(&self, watermark: i64, timeout: Duration) {
-        self.send(watermark);
-        if let Err(error) = self.producer.flush(timeout) {
-            tracing::warn!(%error, "Changelog not fully delivered at shutdown.");
-        }
-        let left = lock(&self.pending).len();
-        if left > 0 {
-            tracing::warn!(records = left, "Changelog records left unsent at shutdown.");
-        }
-    }
-
     fn queue(&self, records: Vec<ChangelogRecord>) {
-        let mut pending = lock(&self.pending);
-        pending.extend(records);
-        if pending.len() > MAX_PENDING {
+        let mut queue = lock(&self.queue);
+        queue.pending.extend(records);
+        if queue.pending.len() > MAX_PENDING {
             // A broker away for long must not take the ship's memory; consumers re-sync from
-            // the API or a later change of the key.
-            let dropped = pending.len() - MAX_PENDING;
-            pending.drain(..dropped);
+            // the API or a later change of the key. Dropped records count as settled, so
+            // acknowledgements go on (and the warning says what was lost).
+            let dropped = queue.pending.len() - MAX_PENDING;
+            queue.pending.drain(..dropped);
+            let first = queue.first_seq;
+            queue.first_seq += dropped as u64;
+            self.producer.skip(first..queue.first_seq);
             tracing::warn!(
                 dropped,
                 "Changelog backlog over {MAX_PENDING} records; oldest dropped."
@@ -180,5 +162,57 @@ impl Changelog {
             .map(|(name, v)| (name.as_str(), VariableSummary::from(v)))
             .collect();
         json!({ "count": stats.count, "variables": variables })
+    }
+}
+
+impl ChangeSink for Changelog {
+    fn aggregates(&self, changes: &[AggregateChange<Epoch>]) {
+        self.queue_aggregates(changes);
+    }
+
+    fn distinct(&self, changes: &[DistinctChange<Epoch>]) {
+        self.queue_distinct(changes);
+    }
+
+    /// Sends what is queued, stamped with the event-time frontier (µs); what the producer
+    /// cannot take now stays queued for the next call.
+    fn send(&self, frontier: i64) {
+        let mut queue = lock(&self.queue);
+        for record in queue.pending.iter_mut() {
+            record.watermark = frontier;
+        }
+        let first_seq = queue.first_seq;
+        let records = queue.pending.make_contiguous();
+        let sent = match self.producer.send(first_seq, records) {
+            Ok(()) => records.len(),
+            Err(ChangelogError::QueueFull { sent, .. }) => sent,
+            Err(error) => {
+                tracing::warn!(%error, "Changelog records not sent; retried with the next epoch.");
+                0
+            }
+        };
+        queue.pending.drain(..sent);
+        queue.first_seq += sent as u64;
+    }
+
+    fn queued(&self) -> u64 {
+        let queue = lock(&self.queue);
+        queue.first_seq + queue.pending.len() as u64
+    }
+
+    fn settled(&self) -> u64 {
+        self.producer.settled()
+    }
+
+    /// Sends everything left and waits (bounded) for the broker to acknowledge it.
+    fn flush(&self, frontier: i64, timeout: Duration) {
+        self.send(frontier);
+        if let Err(error) = self.producer.flush(timeout) {
+            tracing::warn!(%error, "Changelog not fully delivered.");
+        }
+        let left = lock(&self.queue).pending.len();
+        if left > 0 {
+            tracing::warn!(records = left, "Changelog records left unsent.");
+        }
     }
 }

@@ -17,7 +17,8 @@ use serde::Deserialize;
 use tokio::net::TcpListener;
 
 use super::output::{Snapshot, TemporalRow};
-use crate::runtime::{lock, Shared};
+use crate::runtime::Shared;
+use crate::sync::lock;
 
 /// What the handlers read.
 pub struct AppState {

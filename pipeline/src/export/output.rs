@@ -13,7 +13,7 @@ use oceanflow_operators::view::AggregateView;
 use oceanflow_operators::{Stats, VarStats};
 use serde::Serialize;
 
-use crate::runtime::lock;
+use crate::sync::lock;
 
 /// Statistics of one variable.
 #[derive(Debug, Clone, PartialEq, Serialize)]

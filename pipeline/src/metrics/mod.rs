@@ -47,6 +47,8 @@ pub struct PipelineMetrics {
     pub restored_keys: IntGauge,
     /// See [`names::REPLAYED_ROWS`].
     pub replayed_rows: IntCounterVec,
+    /// See [`names::SOURCE_NON_FINITE`].
+    pub source_non_finite: IntCounterVec,
 }
 
 impl PipelineMetrics {
@@ -187,6 +189,12 @@ impl PipelineMetrics {
                 names::REPLAYED_ROWS,
                 "Rows read from resumed partitions before the first checkpoint after a restore.",
                 source,
+            )?,
+            source_non_finite: counter_vec(
+                registry,
+                names::SOURCE_NON_FINITE,
+                "Variable values that were not finite (NaN, inf, beyond f64) and count as missing.",
+                &["source", "variable"],
             )?,
         };
         for outcome in ["ok", "failed"] {

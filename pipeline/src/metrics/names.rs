@@ -39,6 +39,9 @@ pub const RESTORED_KEYS: &str = "oceanflow_restored_keys";
 /// Rows read from resumed partitions before the first checkpoint after a restore: an upper
 /// bound on the rows processed again because of the crash. Labels: `source`.
 pub const REPLAYED_ROWS: &str = "oceanflow_replayed_rows_total";
+/// Variable values that were not finite (NaN, ±inf, or a literal beyond f64 such as `1e400`)
+/// and so were treated as missing. Labels: `source`, `variable`.
+pub const SOURCE_NON_FINITE: &str = "oceanflow_source_non_finite_values_total";
 /// Constant 1, labelled with the version.
 pub const BUILD_INFO: &str = "oceanflow_build_info";
 

@@ -14,9 +14,10 @@ use std::time::{Duration, Instant};
 
 use oceanflow_operators::{DistinctKey, GroupKey, Stats};
 
-use super::{lock, Epoch};
+use super::Epoch;
 use crate::checkpoint::{Checkpoint, CheckpointStore, Layout, PartitionState};
 use crate::metrics::PipelineMetrics;
+use crate::sync::lock;
 
 /// The cut of the final checkpoint, written when the workers stop.
 pub(crate) const FINAL_CUT: u64 = u64::MAX;

@@ -5,7 +5,7 @@ use std::collections::{HashMap, VecDeque};
 
 use oceanflow_connectors::{Partition, Position};
 
-use super::Shared;
+use super::{PartitionLister, Shared};
 use crate::checkpoint::PartitionState;
 
 /// A partition dealt to a worker, not yet opened.
@@ -30,6 +30,7 @@ pub(super) fn deal(
     shared: &Shared,
     workers: usize,
     restored: &HashMap<(String, String), PartitionState>,
+    lister: &PartitionLister,
 ) -> Vec<Vec<Pending>> {
     let config = shared.config.config();
     let mut dealt: Vec<Vec<Pending>> = (0..workers).map(|_| Vec::new()).collect();
@@ -42,7 +43,7 @@ pub(super) fn deal(
             .filter(|((s, _), _)| *s == name)
             .filter_map(|((_, id), state)| Some((id.clone(), position_of(state)?)))
             .collect();
-        let parts = match crate::sources::partitions(source, &context) {
+        let parts = match lister(source, &context) {
             Ok(parts) => parts,
             Err(error) => {
                 tracing::error!(source = %name, %error, "Source cannot be read.");
