@@ -906,3 +906,10 @@ fn too_late(part: &OpenPartition, batch: &RecordBatch, row: usize, watermark: i6
 fn duration_us(d: Duration) -> i64 {
     i64::try_from(d.as_micros()).unwrap_or(i64::MAX)
 }
+
+impl Shared {
+    /// The checkpointer, when checkpoints are on (health and the final outcome).
+    pub(crate) fn checkpointer(&self) -> Option<&Checkpointer> {
+        self.checkpointer.as_ref()
+    }
+}
