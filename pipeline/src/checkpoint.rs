@@ -26,15 +26,17 @@
 //! - Version 1: `VarStats { count, mean, m2, min, max }`.
 //! - Version 2: `VarStats` as `oceanflow_operators` defines it (it carries a per-group shift).
 
+mod frame;
 mod legacy;
 #[cfg(test)]
 mod tests;
 
 use std::fmt;
 use std::fs::{self, File};
-use std::io::{Read, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 
+use frame::{frame, read_frame};
 use oceanflow_config::ValidConfig;
 use oceanflow_operators::{DistinctKey, GroupKey, Stats};
 use serde::{Deserialize, Serialize};
@@ -44,8 +46,6 @@ pub const FORMAT_VERSION: u32 = 2;
 /// The oldest body layout this build still reads.
 pub const OLDEST_READABLE_VERSION: u32 = 1;
 
-const MAGIC: &[u8; 4] = b"OFCK";
-const HEADER_LEN: usize = 4 + 4 + 8 + 4;
 const EXTENSION: &str = "ofck";
 const PREFIX: &str = "checkpoint-";
 const TMP_EXTENSION: &str = "tmp";
@@ -391,17 +391,6 @@ impl CheckpointStore {
     }
 }
 
-/// Header and body of a checkpoint file of `version`.
-fn frame(version: u32, body: &[u8]) -> Vec<u8> {
-    let mut bytes = Vec::with_capacity(HEADER_LEN + body.len());
-    bytes.extend_from_slice(MAGIC);
-    bytes.extend_from_slice(&version.to_le_bytes());
-    bytes.extend_from_slice(&(body.len() as u64).to_le_bytes());
-    bytes.extend_from_slice(&crc32fast::hash(body).to_le_bytes());
-    bytes.extend_from_slice(body);
-    bytes
-}
-
 /// Creates `path` with `bytes` and syncs it.
 fn write_synced(path: &Path, bytes: &[u8]) -> Result<(), CheckpointError> {
     let io = |source| CheckpointError::Io {
@@ -422,63 +411,6 @@ fn remove_leftover(path: &Path) {
             tracing::warn!(path = %path.display(), %error, "Cannot remove a temporary checkpoint file.")
         }
     }
-}
-
-/// A checkpoint file whose header and checksum are verified: its format version and bytes.
-struct Frame {
-    version: u32,
-    bytes: Vec<u8>,
-}
-
-impl Frame {
-    fn body(&self) -> &[u8] {
-        &self.bytes[HEADER_LEN..]
-    }
-}
-
-/// Reads one checkpoint file and verifies its header and checksum.
-fn read_frame(path: &Path) -> Result<Frame, CheckpointError> {
-    let corrupt = |reason: String| CheckpointError::Corrupt {
-        path: path.to_path_buf(),
-        reason,
-    };
-    let mut bytes = Vec::new();
-    File::open(path)
-        .and_then(|mut f| f.read_to_end(&mut bytes))
-        .map_err(|source| CheckpointError::Io {
-            path: path.to_path_buf(),
-            source,
-        })?;
-    if bytes.len() < HEADER_LEN || &bytes[..4] != MAGIC {
-        return Err(corrupt(format!(
-            "not a checkpoint (header missing or {} bytes only)",
-            bytes.len()
-        )));
-    }
-    let word =
-        |at: usize| u32::from_le_bytes([bytes[at], bytes[at + 1], bytes[at + 2], bytes[at + 3]]);
-    let version = word(4);
-    if !(OLDEST_READABLE_VERSION..=FORMAT_VERSION).contains(&version) {
-        return Err(CheckpointError::IncompatibleVersion {
-            path: path.to_path_buf(),
-            found: version,
-        });
-    }
-    let mut len = [0u8; 8];
-    len.copy_from_slice(&bytes[8..16]);
-    let len = u64::from_le_bytes(len);
-    let crc = word(16);
-    let body = &bytes[HEADER_LEN..];
-    if body.len() as u64 != len {
-        return Err(corrupt(format!(
-            "truncated: body is {} bytes, header says {len}",
-            body.len()
-        )));
-    }
-    if crc32fast::hash(body) != crc {
-        return Err(corrupt("checksum mismatch".into()));
-    }
-    Ok(Frame { version, bytes })
 }
 
 /// Reads and verifies one checkpoint file, decoding the body of any readable version.
