@@ -153,6 +153,27 @@ pub struct CheckpointConfig {
     /// How many checkpoints to keep (the newest); older ones are deleted. Default 3.
     #[serde(default = "default_checkpoint_keep")]
     pub keep: usize,
+    /// What to do when the directory holds checkpoint files and none of them can be loaded
+    /// (all torn or corrupt). Default: refuse to start.
+    #[serde(default)]
+    pub on_damaged: OnDamaged,
+}
+
+/// `[pipeline.checkpoint] on_damaged`: starting over a directory whose every checkpoint is
+/// damaged.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnDamaged {
+    /// Refuse to start, naming every file and why it was refused (the default): starting
+    /// from nothing would silently drop the state they held.
+    #[default]
+    Refuse,
+    /// Begin from nothing, with a warning naming the files (they are renamed to
+    /// `*.damaged` and kept).
+    StartFresh,
+    /// Any other value as written; validation rejects it, naming the key and line.
+    #[serde(untagged)]
+    Unrecognised(String),
 }
 
 impl CheckpointConfig {
@@ -162,6 +183,7 @@ impl CheckpointConfig {
             dir,
             interval: default_checkpoint_interval(),
             keep: default_checkpoint_keep(),
+            on_damaged: OnDamaged::default(),
         }
     }
 }

@@ -8,7 +8,7 @@ use std::time::Duration;
 use crate::region::{parse_wkt_area, Region};
 use crate::schema::{LATITUDE, LONGITUDE, STATION, TIME};
 use crate::source::SourceCheck;
-use crate::{Config, SourceConfig, DEFAULT_CONFIG_TOML};
+use crate::{Config, OnDamaged, SourceConfig, DEFAULT_CONFIG_TOML};
 
 /// One problem in a configuration.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -154,6 +154,12 @@ impl ValidConfig {
                 err(
                     "pipeline.checkpoint.keep".into(),
                     "expected at least 1 checkpoint to keep".into(),
+                );
+            }
+            if let OnDamaged::Unrecognised(value) = &c.on_damaged {
+                err(
+                    "pipeline.checkpoint.on_damaged".into(),
+                    format!("expected \"refuse\" or \"start_fresh\", got {value:?}"),
                 );
             }
         }
@@ -431,6 +437,33 @@ minute = "1h"
         assert_eq!(stations.line, Some(7), "{errors}");
         let wkt = errors.0.iter().find(|e| e.key == "regions[0].wkt").unwrap();
         assert_eq!(wkt.line, Some(16), "{errors}");
+    }
+
+    #[test]
+    fn on_damaged_takes_refuse_or_start_fresh_and_names_key_and_line_otherwise() {
+        let text = |value: &str| {
+            format!(
+                "[pipeline.checkpoint]\ndir = \"ck\"\non_damaged = \"{value}\"\n\n[[sources]]\n\
+                 kind = \"file\"\nname = \"f\"\npath = \"x.csv\"\n"
+            )
+        };
+        for (value, expected) in [
+            ("refuse", OnDamaged::Refuse),
+            ("start_fresh", OnDamaged::StartFresh),
+        ] {
+            let valid = ValidConfig::from_toml(&text(value)).unwrap();
+            let checkpoint = valid.config().pipeline.checkpoint.as_ref().unwrap();
+            assert_eq!(checkpoint.on_damaged, expected);
+        }
+        let errors = ValidConfig::from_toml(&text("fresh")).unwrap_err();
+        let e = &errors.0[0];
+        assert_eq!(e.key, "pipeline.checkpoint.on_damaged", "{errors}");
+        assert_eq!(e.line, Some(3), "{errors}");
+        assert!(e.expected.contains("\"fresh\""), "{errors}");
+        let default =
+            ValidConfig::from_toml(&text("refuse").replace("on_damaged = \"refuse\"\n", ""));
+        let checkpoint = default.unwrap().into_config().pipeline.checkpoint.unwrap();
+        assert_eq!(checkpoint.on_damaged, OnDamaged::Refuse);
     }
 
     #[test]

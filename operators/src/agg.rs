@@ -53,6 +53,18 @@ impl VarStats {
         }
     }
 
+    /// From the moments of `count` values: their mean, sum of squared deviations from it
+    /// (`m2`), minimum and maximum (e.g. statistics stored by an older checkpoint format).
+    pub fn from_moments(count: u64, mean: f64, m2: f64, min: f64, max: f64) -> VarStats {
+        VarStats {
+            count,
+            mean,
+            m2,
+            min,
+            max,
+        }
+    }
+
     /// From a shifted sum and sum of squares: `sum = Σ(x-shift)`, `sum_sq = Σ(x-shift)²`.
     /// The shift keeps the single-pass batch accumulation precise (shift ≈ a typical value).
     pub fn from_shifted_sums(

@@ -7,33 +7,50 @@
 //! "OFCK" | format version (u32 LE) | body length (u64 LE) | CRC-32 of body (u32 LE) | body
 //! ```
 //!
-//! The body is [`Checkpoint`] in `bincode`. Files are written to a temporary name, synced,
-//! renamed into place and the directory synced, so a crash leaves either the old set or the
-//! new file whole; a torn or corrupt file (short, bad magic, bad checksum) is skipped on load
-//! with a warning and the previous checkpoint is used.
+//! The body is [`Checkpoint`] in `bincode`. Files are written to a temporary name
+//! (`checkpoint-<sequence>.tmp`), synced, renamed into place and the directory synced, so a
+//! crash leaves either the old set or the new file whole. A write that fails (a full disk)
+//! removes its temporary file; temporary files a crash left behind are removed when the
+//! directory is opened. A torn or corrupt file (short, bad magic, bad checksum) is skipped on
+//! load with a warning and the previous checkpoint is used; when *every* checkpoint file is
+//! damaged, loading fails with [`CheckpointError::AllDamaged`] rather than silently starting
+//! from nothing ([`CheckpointStore::set_aside_if_all_damaged`] is the explicit way to begin
+//! afresh).
 //!
 //! Versioning: [`FORMAT_VERSION`] changes when the body's layout changes incompatibly. A
 //! reader loads every version from [`OLDEST_READABLE_VERSION`] up to its own and refuses newer
 //! ones (written by a newer oceanflow) with a clear message. Additive changes keep the version:
 //! new fields carry `#[serde(default)]`-style defaults in the decoder of the version that
-//! introduced them.
+//! introduced them. Older layouts are decoded by the frozen copies in [`legacy`].
+//!
+//! - Version 1: `VarStats { count, mean, m2, min, max }`.
+//! - Version 2: `VarStats` as `oceanflow_operators` defines it (it carries a per-group shift).
 
+mod frame;
+mod legacy;
+#[cfg(test)]
+mod tests;
+
+use std::fmt;
 use std::fs::{self, File};
-use std::io::{Read, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 
+use frame::{frame, read_frame};
 use oceanflow_config::ValidConfig;
 use oceanflow_operators::{DistinctKey, GroupKey, Stats};
 use serde::{Deserialize, Serialize};
 
 /// The body layout this build writes.
-pub const FORMAT_VERSION: u32 = 1;
+pub const FORMAT_VERSION: u32 = 2;
 /// The oldest body layout this build still reads.
 pub const OLDEST_READABLE_VERSION: u32 = 1;
 
-const MAGIC: &[u8; 4] = b"OFCK";
-const HEADER_LEN: usize = 4 + 4 + 8 + 4;
 const EXTENSION: &str = "ofck";
+const PREFIX: &str = "checkpoint-";
+const TMP_EXTENSION: &str = "tmp";
+/// What a damaged checkpoint is renamed to when the run begins afresh without it.
+const DAMAGED_EXTENSION: &str = "damaged";
 
 /// What a checkpoint holds.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -92,6 +109,39 @@ pub struct PartitionState {
     pub finished: bool,
 }
 
+/// A checkpoint file that cannot be loaded, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Damaged {
+    /// The file.
+    pub path: PathBuf,
+    /// What is wrong with it.
+    pub reason: String,
+}
+
+/// Damaged files listed one per line, for messages.
+pub struct DamagedList<'a>(pub &'a [Damaged]);
+
+impl fmt::Display for DamagedList<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for damaged in self.0 {
+            write!(f, "\n  {}: {}", damaged.path.display(), damaged.reason)?;
+        }
+        Ok(())
+    }
+}
+
+/// What became of the final checkpoint a run writes when its workers stop.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FinalCheckpoint {
+    /// Written and synced: a restart resumes exactly where the run stopped.
+    Durable,
+    /// Not written; a restart resumes from the previous durable checkpoint (or from nothing).
+    NotDurable {
+        /// Why (the write error, or that it did not finish in time).
+        reason: String,
+    },
+}
+
 /// Why a checkpoint could not be written or read.
 #[derive(Debug, thiserror::Error)]
 pub enum CheckpointError {
@@ -138,6 +188,22 @@ pub enum CheckpointError {
         /// The configuration's.
         current: Box<Layout>,
     },
+    /// The directory holds checkpoint files and none of them can be loaded: starting would
+    /// silently drop the state they held.
+    #[error(
+        "{dir}: none of its {} checkpoint file(s) can be loaded, so oceanflow refuses to start \
+         from nothing:{}\nTo begin from nothing anyway (the damaged files are kept as \
+         *.{DAMAGED_EXTENSION}), run with --fresh or set [pipeline.checkpoint] on_damaged = \
+         \"start_fresh\".",
+        files.len(),
+        DamagedList(files)
+    )]
+    AllDamaged {
+        /// The checkpoint directory.
+        dir: PathBuf,
+        /// Every checkpoint file, newest first, with why it was refused.
+        files: Vec<Damaged>,
+    },
 }
 
 /// A directory of checkpoints.
@@ -157,16 +223,22 @@ pub struct Written {
 }
 
 impl CheckpointStore {
-    /// Opens (creating) `dir`, keeping the newest `keep` checkpoints.
+    /// Opens (creating) `dir`, keeping the newest `keep` checkpoints, and removes the
+    /// temporary files of writes a crash interrupted.
     pub fn open(dir: &Path, keep: usize) -> Result<CheckpointStore, CheckpointError> {
         fs::create_dir_all(dir).map_err(|source| CheckpointError::Io {
             path: dir.to_path_buf(),
             source,
         })?;
-        Ok(CheckpointStore {
+        let store = CheckpointStore {
             dir: dir.to_path_buf(),
             keep: keep.max(1),
-        })
+        };
+        for (_, tmp) in store.files(TMP_EXTENSION)? {
+            tracing::info!(path = %tmp.display(), "Removing the temporary file of an interrupted checkpoint write.");
+            remove_leftover(&tmp);
+        }
+        Ok(store)
     }
 
     /// The directory.
@@ -174,30 +246,27 @@ impl CheckpointStore {
         &self.dir
     }
 
-    /// Writes `checkpoint` atomically, then deletes all but the newest `keep`.
+    /// Writes `checkpoint` atomically, then deletes all but the newest `keep`. A failed write
+    /// leaves no temporary file behind.
     pub fn write(&self, checkpoint: &Checkpoint) -> Result<Written, CheckpointError> {
         let path = self.path_of(checkpoint.sequence);
         let body = bincode::serialize(checkpoint).map_err(|e| CheckpointError::Corrupt {
             path: path.clone(),
             reason: format!("cannot encode: {e}"),
         })?;
-        let mut bytes = Vec::with_capacity(HEADER_LEN + body.len());
-        bytes.extend_from_slice(MAGIC);
-        bytes.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
-        bytes.extend_from_slice(&(body.len() as u64).to_le_bytes());
-        bytes.extend_from_slice(&crc32fast::hash(&body).to_le_bytes());
-        bytes.extend_from_slice(&body);
+        let bytes = frame(FORMAT_VERSION, &body);
+        drop(body);
 
-        let tmp = path.with_extension("tmp");
-        let io = |path: &Path| {
-            let path = path.to_path_buf();
-            move |source| CheckpointError::Io { path, source }
-        };
-        let mut file = File::create(&tmp).map_err(io(&tmp))?;
-        file.write_all(&bytes).map_err(io(&tmp))?;
-        file.sync_all().map_err(io(&tmp))?;
-        drop(file);
-        fs::rename(&tmp, &path).map_err(io(&path))?;
+        let tmp = path.with_extension(TMP_EXTENSION);
+        if let Err(error) = write_synced(&tmp, &bytes).and_then(|()| {
+            fs::rename(&tmp, &path).map_err(|source| CheckpointError::Io {
+                path: path.clone(),
+                source,
+            })
+        }) {
+            remove_leftover(&tmp);
+            return Err(error);
+        }
         // The rename is durable once the directory entry is.
         if let Ok(dir) = File::open(&self.dir) {
             let _ = dir.sync_all();
@@ -211,11 +280,13 @@ impl CheckpointStore {
 
     /// The newest checkpoint that reads back whole and fits `layout`. Corrupt files are
     /// skipped with a warning (the previous one is used); a newer format or another layout is
-    /// an error, since skipping it would silently lose its state.
+    /// an error, since skipping it would silently lose its state, and so is a directory whose
+    /// every checkpoint file is corrupt ([`CheckpointError::AllDamaged`]).
     pub fn load_latest(
         &self,
         layout: &Layout,
     ) -> Result<Option<(Checkpoint, PathBuf)>, CheckpointError> {
+        let mut damaged = Vec::new();
         for (_, path) in self.list()?.into_iter().rev() {
             match read(&path) {
                 Ok(checkpoint) => {
@@ -230,11 +301,46 @@ impl CheckpointStore {
                 }
                 Err(CheckpointError::Corrupt { path, reason }) => {
                     tracing::warn!(path = %path.display(), %reason, "Checkpoint is damaged; trying the previous one.");
+                    damaged.push(Damaged { path, reason });
                 }
                 Err(error) => return Err(error),
             }
         }
-        Ok(None)
+        if damaged.is_empty() {
+            Ok(None)
+        } else {
+            Err(CheckpointError::AllDamaged {
+                dir: self.dir.clone(),
+                files: damaged,
+            })
+        }
+    }
+
+    /// For a run told to begin from nothing when every checkpoint is damaged: if the
+    /// directory holds checkpoint files and none passes its header and checksum check, renames
+    /// each to `*.damaged` (kept for inspection, no longer loaded) and returns them; otherwise
+    /// changes nothing and returns an empty list. A file of a newer format is not damaged: it
+    /// stays, and loading refuses it as usual.
+    pub fn set_aside_if_all_damaged(&self) -> Result<Vec<Damaged>, CheckpointError> {
+        let mut damaged = Vec::new();
+        for (_, path) in self.list()?.into_iter().rev() {
+            match read_frame(&path) {
+                Ok(_) | Err(CheckpointError::IncompatibleVersion { .. }) => return Ok(Vec::new()),
+                Err(CheckpointError::Corrupt { path, reason }) => {
+                    damaged.push(Damaged { path, reason })
+                }
+                Err(error) => return Err(error),
+            }
+        }
+        for file in &damaged {
+            let mut aside = file.path.clone().into_os_string();
+            aside.push(format!(".{DAMAGED_EXTENSION}"));
+            fs::rename(&file.path, &aside).map_err(|source| CheckpointError::Io {
+                path: file.path.clone(),
+                source,
+            })?;
+        }
+        Ok(damaged)
     }
 
     /// The sequence number the next checkpoint gets.
@@ -243,24 +349,29 @@ impl CheckpointStore {
     }
 
     fn path_of(&self, sequence: u64) -> PathBuf {
-        self.dir
-            .join(format!("checkpoint-{sequence:020}.{EXTENSION}"))
+        self.dir.join(format!("{PREFIX}{sequence:020}.{EXTENSION}"))
     }
 
     /// Checkpoint files by sequence, oldest first.
     fn list(&self) -> Result<Vec<(u64, PathBuf)>, CheckpointError> {
+        self.files(EXTENSION)
+    }
+
+    /// Files `checkpoint-<sequence>.<extension>` by sequence, oldest first.
+    fn files(&self, extension: &str) -> Result<Vec<(u64, PathBuf)>, CheckpointError> {
         let entries = fs::read_dir(&self.dir).map_err(|source| CheckpointError::Io {
             path: self.dir.clone(),
             source,
         })?;
+        let suffix = format!(".{extension}");
         let mut found: Vec<(u64, PathBuf)> = entries
             .filter_map(Result::ok)
             .map(|e| e.path())
             .filter_map(|path| {
                 let name = path.file_name()?.to_str()?;
                 let seq = name
-                    .strip_prefix("checkpoint-")?
-                    .strip_suffix(&format!(".{EXTENSION}"))?
+                    .strip_prefix(PREFIX)?
+                    .strip_suffix(&suffix)?
                     .parse()
                     .ok()?;
                 Some((seq, path))
@@ -281,146 +392,37 @@ impl CheckpointStore {
     }
 }
 
-/// Reads and verifies one checkpoint file.
-pub fn read(path: &Path) -> Result<Checkpoint, CheckpointError> {
-    let corrupt = |reason: String| CheckpointError::Corrupt {
+/// Creates `path` with `bytes` and syncs it.
+fn write_synced(path: &Path, bytes: &[u8]) -> Result<(), CheckpointError> {
+    let io = |source| CheckpointError::Io {
         path: path.to_path_buf(),
-        reason,
+        source,
     };
-    let mut bytes = Vec::new();
-    File::open(path)
-        .and_then(|mut f| f.read_to_end(&mut bytes))
-        .map_err(|source| CheckpointError::Io {
-            path: path.to_path_buf(),
-            source,
-        })?;
-    if bytes.len() < HEADER_LEN || &bytes[..4] != MAGIC {
-        return Err(corrupt(format!(
-            "not a checkpoint (header missing or {} bytes only)",
-            bytes.len()
-        )));
-    }
-    let word =
-        |at: usize| u32::from_le_bytes([bytes[at], bytes[at + 1], bytes[at + 2], bytes[at + 3]]);
-    let version = word(4);
-    if !(OLDEST_READABLE_VERSION..=FORMAT_VERSION).contains(&version) {
-        return Err(CheckpointError::IncompatibleVersion {
-            path: path.to_path_buf(),
-            found: version,
-        });
-    }
-    let mut len = [0u8; 8];
-    len.copy_from_slice(&bytes[8..16]);
-    let len = u64::from_le_bytes(len);
-    let crc = word(16);
-    let body = &bytes[HEADER_LEN..];
-    if body.len() as u64 != len {
-        return Err(corrupt(format!(
-            "truncated: body is {} bytes, header says {len}",
-            body.len()
-        )));
-    }
-    if crc32fast::hash(body) != crc {
-        return Err(corrupt("checksum mismatch".into()));
-    }
-    bincode::deserialize(body).map_err(|e| corrupt(format!("cannot decode: {e}")))
+    let mut file = File::create(path).map_err(io)?;
+    file.write_all(bytes).map_err(io)?;
+    file.sync_all().map_err(io)
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use oceanflow_operators::VarStats;
-
-    fn sample(sequence: u64) -> Checkpoint {
-        Checkpoint {
-            sequence,
-            created_unix_ms: 1_700_000_000_000,
-            layout: Layout {
-                variables: vec!["t".into()],
-                distinct_fields: vec!["species".into()],
-                regions: vec!["north".into()],
-            },
-            groups: vec![(
-                GroupKey::Station("A".into()),
-                Stats {
-                    count: 2,
-                    vars: vec![VarStats::of(1.5)],
-                    retracted: 0,
-                },
-            )],
-            distinct: vec![(0, 0, "cod".into())],
-            partitions: vec![PartitionState {
-                source: "s".into(),
-                id: "a.csv".into(),
-                position: Some(r#"{"offset":42}"#.into()),
-                lanes: vec![(String::new(), 7)],
-                finished: false,
-            }],
+/// Removes a temporary file that must not stay (absent is fine).
+fn remove_leftover(path: &Path) {
+    match fs::remove_file(path) {
+        Ok(()) => {}
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+        Err(error) => {
+            tracing::warn!(path = %path.display(), %error, "Cannot remove a temporary checkpoint file.")
         }
     }
+}
 
-    #[test]
-    fn roundtrip_and_keep_newest() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = CheckpointStore::open(dir.path(), 2).unwrap();
-        assert_eq!(store.next_sequence().unwrap(), 1);
-        for seq in 1..=3 {
-            store.write(&sample(seq)).unwrap();
-        }
-        assert_eq!(store.list().unwrap().len(), 2);
-        assert_eq!(store.next_sequence().unwrap(), 4);
-        let (loaded, _) = store.load_latest(&sample(0).layout).unwrap().unwrap();
-        assert_eq!(loaded, sample(3));
-    }
-
-    #[test]
-    fn damaged_newest_falls_back_to_the_previous() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = CheckpointStore::open(dir.path(), 5).unwrap();
-        store.write(&sample(1)).unwrap();
-        let newest = store.write(&sample(2)).unwrap().path;
-        let whole = fs::read(&newest).unwrap();
-        let layout = sample(0).layout;
-
-        // Truncated.
-        fs::write(&newest, &whole[..whole.len() - 3]).unwrap();
-        assert_eq!(store.load_latest(&layout).unwrap().unwrap().0.sequence, 1);
-        // A flipped byte in the body.
-        let mut flipped = whole.clone();
-        let last = flipped.len() - 1;
-        flipped[last] ^= 0x40;
-        fs::write(&newest, &flipped).unwrap();
-        assert!(matches!(
-            read(&newest),
-            Err(CheckpointError::Corrupt { .. })
-        ));
-        assert_eq!(store.load_latest(&layout).unwrap().unwrap().0.sequence, 1);
-        // Empty.
-        fs::write(&newest, b"").unwrap();
-        assert_eq!(store.load_latest(&layout).unwrap().unwrap().0.sequence, 1);
-    }
-
-    #[test]
-    fn newer_format_and_other_layout_are_refused() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = CheckpointStore::open(dir.path(), 5).unwrap();
-        let path = store.write(&sample(1)).unwrap().path;
-        let mut bytes = fs::read(&path).unwrap();
-        bytes[4..8].copy_from_slice(&(FORMAT_VERSION + 1).to_le_bytes());
-        fs::write(&path, &bytes).unwrap();
-        let err = store.load_latest(&sample(0).layout).unwrap_err();
-        assert!(
-            err.to_string().contains("cannot be read by this oceanflow"),
-            "{err}"
-        );
-
-        store.write(&sample(2)).unwrap();
-        let mut other = sample(0).layout;
-        other.variables.push("salinity".into());
-        let err = store.load_latest(&other).unwrap_err();
-        assert!(
-            matches!(err, CheckpointError::LayoutMismatch { .. }),
-            "{err}"
-        );
-    }
+/// Reads and verifies one checkpoint file, decoding the body of any readable version.
+pub fn read(path: &Path) -> Result<Checkpoint, CheckpointError> {
+    let frame = read_frame(path)?;
+    let decoded = match frame.version {
+        1 => legacy::decode_v1(frame.body()),
+        _ => bincode::deserialize(frame.body()),
+    };
+    decoded.map_err(|e| CheckpointError::Corrupt {
+        path: path.to_path_buf(),
+        reason: format!("cannot decode: {e}"),
+    })
 }

@@ -7,6 +7,7 @@
 //! - [`metrics`]: the pipeline's own health metrics and every metric name.
 //! - [`inputs`]: `run --input PATH`: the default aggregates over tutorial-shaped files.
 //! - [`sources`]: the dispatch from a configured source to its connector.
+//! - [`checkpoint`]: the checkpoint files; [`output_file`]: the atomic `--output` file.
 //!
 //! [`run`] is the entry point; the `oceanflow` binary is a thin CLI over it.
 
@@ -14,6 +15,7 @@ pub mod checkpoint;
 pub mod export;
 pub mod inputs;
 pub mod metrics;
+pub mod output_file;
 pub mod runtime;
 pub mod sources;
 pub mod sync;
@@ -23,12 +25,13 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use oceanflow_config::ValidConfig;
+use oceanflow_config::{Config, OnDamaged, ValidConfig};
 use oceanflow_connectors::dead_letter::DeadLetterWriter;
-use oceanflow_connectors::SourceError;
+use oceanflow_connectors::{RejectReason, SourceError};
 use prometheus::Registry;
 use tokio::sync::watch;
 
+use checkpoint::{CheckpointStore, DamagedList, FinalCheckpoint};
 use export::http::{serve, AppState};
 use export::output::Snapshot;
 use metrics::PipelineMetrics;
@@ -52,12 +55,51 @@ pub struct RunOptions {
 /// The outcome of a run that ended.
 #[derive(Debug)]
 pub struct RunReport {
-    /// The final aggregates.
+    /// The final aggregates (of the rows read so far, when `interrupted`).
     pub snapshot: Snapshot,
     /// Partitions or sources that failed (the rest were aggregated).
     pub failures: Vec<String>,
     /// The address the HTTP listener was bound to, if any.
     pub listened_on: Option<SocketAddr>,
+    /// A shutdown (SIGINT, SIGTERM or the caller's `stop`) ended reading before every source
+    /// was exhausted. A bounded run that was interrupted is not a result.
+    pub interrupted: bool,
+    /// How far reading got.
+    pub progress: Progress,
+    /// What became of the final checkpoint; `None` with checkpoints off.
+    pub final_checkpoint: Option<FinalCheckpoint>,
+}
+
+/// How far a run's reading got, over every source.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Progress {
+    /// Rows accepted into the aggregates.
+    pub rows_aggregated: u64,
+    /// Rows rejected (counted by reason in the metrics).
+    pub rows_rejected: u64,
+    /// Partitions read to their end.
+    pub partitions_finished: u64,
+}
+
+impl Progress {
+    fn of(metrics: &PipelineMetrics, sources: &[String]) -> Progress {
+        let mut progress = Progress::default();
+        for source in sources {
+            let source = source.as_str();
+            progress.rows_aggregated += metrics.source_rows.with_label_values(&[source]).get();
+            progress.partitions_finished += metrics
+                .source_partitions_finished
+                .with_label_values(&[source])
+                .get();
+            for reason in RejectReason::ALL {
+                progress.rows_rejected += metrics
+                    .source_rejected
+                    .with_label_values(&[source, reason.as_str()])
+                    .get();
+            }
+        }
+        progress
+    }
 }
 
 /// Errors that stop the pipeline.
@@ -122,6 +164,7 @@ pub fn run(
     let workers = cfg.pipeline.workers;
     let source_context = sources::context(cfg, workers, options.base_dir, registry.clone());
     let base_dir = source_context.base_dir.clone();
+    begin_afresh_if_every_checkpoint_is_damaged(cfg)?;
     let changelog = match &cfg.export.changelog {
         Some(settings) => Some(
             export::changelog::Changelog::start(settings, &base_dir, Arc::clone(&config))
@@ -197,12 +240,37 @@ pub fn run(
     }
     let snapshot = Snapshot::collect(&config, &shared.views);
     let failures = sync::lock(&shared.failures).clone();
+    let final_checkpoint = shared.checkpointer().map(|c| c.final_outcome());
     runtime.shutdown_timeout(std::time::Duration::from_secs(5));
     Ok(RunReport {
         snapshot,
         failures,
         listened_on,
+        interrupted,
+        progress: Progress::of(&shared.metrics, &source_names),
+        final_checkpoint,
     })
+}
+
+/// With `on_damaged = "start_fresh"` (or `--fresh`): when every checkpoint file is damaged,
+/// sets them aside and warns, so the run begins from nothing instead of refusing to start.
+fn begin_afresh_if_every_checkpoint_is_damaged(cfg: &Config) -> Result<(), PipelineError> {
+    let Some(c) = &cfg.pipeline.checkpoint else {
+        return Ok(());
+    };
+    if c.on_damaged != OnDamaged::StartFresh {
+        return Ok(());
+    }
+    let set_aside = CheckpointStore::open(&c.dir, c.keep)?.set_aside_if_all_damaged()?;
+    if !set_aside.is_empty() {
+        tracing::warn!(
+            dir = %c.dir.display(),
+            "Every checkpoint is damaged; beginning from nothing, as on_damaged = \"start_fresh\" \
+             (or --fresh) says. The files are kept, renamed to *.damaged:{}",
+            DamagedList(&set_aside)
+        );
+    }
+    Ok(())
 }
 
 /// Turns SIGINT/SIGTERM (or the caller's `stop`) into the shutdown flag and the stop channel.
@@ -247,14 +315,4 @@ async fn terminate_signal() {
 #[cfg(not(unix))]
 async fn terminate_signal() {
     let _ = tokio::signal::ctrl_c().await;
-}
-
-/// Writes a finished `--once` run's aggregates as compact JSON, streamed (the document of a
-/// long run with every family on holds hundreds of thousands of rows).
-pub fn write_output(path: &PathBuf, snapshot: &Snapshot) -> std::io::Result<()> {
-    use std::io::Write;
-    let mut out = std::io::BufWriter::new(std::fs::File::create(path)?);
-    serde_json::to_writer(&mut out, snapshot).map_err(std::io::Error::other)?;
-    out.write_all(b"\n")?;
-    out.flush()
 }

@@ -1,4 +1,6 @@
 //! The `oceanflow` command line.
+//!
+//! Exit status: see [`EXIT_STATUS`] (also in `--help` and the README).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -7,13 +9,36 @@ use std::process::ExitCode;
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use oceanflow_config::{
-    CheckpointConfig, DeadLetterConfig, SourceConfig, ValidConfig, DEFAULT_CONFIG_TOML,
+    CheckpointConfig, DeadLetterConfig, OnDamaged, SourceConfig, ValidConfig, DEFAULT_CONFIG_TOML,
 };
-use oceanflow_pipeline::{inputs, run, write_output, RunOptions};
+use oceanflow_pipeline::checkpoint::FinalCheckpoint;
+use oceanflow_pipeline::output_file::OutputFile;
+use oceanflow_pipeline::{inputs, run, RunOptions, RunReport};
+
+/// Invalid config.
+const EXIT_INVALID_CONFIG: u8 = 1;
+/// An error: cannot start (an unwritable `--output`, checkpoints that cannot be restored, ...)
+/// or cannot write `--output`.
+const EXIT_ERROR: u8 = 2;
+/// Some partitions failed; the aggregates cover the rest.
+const EXIT_PARTITIONS_FAILED: u8 = 3;
+/// Checkpoints are on and the final one is not durable.
+const EXIT_CHECKPOINT_NOT_DURABLE: u8 = 4;
+/// A bounded run was interrupted; nothing was written to `--output`.
+const EXIT_INTERRUPTED: u8 = 5;
+
+/// The exit codes, for `--help`.
+const EXIT_STATUS: &str = "Exit status: 0 success; 1 invalid config; 2 an error: cannot start \
+(an unwritable --output, a checkpoint directory that cannot be restored, e.g. every file \
+damaged) or cannot write --output; 3 some partitions failed (the aggregates cover the rest); \
+4 checkpoints are on and the final checkpoint is not durable (a restart resumes from the \
+previous one); 5 a --once run was interrupted by SIGINT/SIGTERM before its sources were \
+exhausted (nothing is written to --output). When several apply: 5 or 2 (no output), then 4, \
+then 3.";
 
 /// Live, incrementally maintained aggregates over oceanographic observations.
 #[derive(Debug, Parser)]
-#[command(name = "oceanflow", version, about)]
+#[command(name = "oceanflow", version, about, after_help = EXIT_STATUS)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -22,6 +47,7 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run the pipeline (the embedded default config without --config).
+    #[command(after_help = EXIT_STATUS)]
     Run(RunArgs),
     /// Check a config file and report every problem with its key and line.
     Validate {
@@ -44,7 +70,9 @@ struct RunArgs {
     /// Stop when every source is exhausted and the aggregates are final.
     #[arg(long)]
     once: bool,
-    /// With --once: write the final aggregates as JSON to this file.
+    /// With --once: write the final aggregates as JSON to this file. Checked writable before
+    /// reading starts; written atomically (a temporary file next to it, synced, renamed over
+    /// it); never written when the run is interrupted.
     #[arg(long, requires = "once")]
     output: Option<PathBuf>,
     /// Timely worker threads (overrides pipeline.workers); results do not depend on it.
@@ -62,6 +90,12 @@ struct RunArgs {
     /// defaults).
     #[arg(long, value_name = "DIR")]
     checkpoint_dir: Option<PathBuf>,
+    /// When the checkpoint directory holds checkpoint files and every one is damaged, begin
+    /// from nothing (the files are kept as *.damaged) instead of refusing to start (sets
+    /// pipeline.checkpoint.on_damaged = "start_fresh"). A loadable checkpoint is still
+    /// restored.
+    #[arg(long)]
+    fresh: bool,
     /// Directory holding the log files of every vessel source replaying logs (overrides
     /// sources[*].replay_dir; default the config file's directory).
     #[arg(long, value_name = "DIR")]
@@ -79,8 +113,8 @@ fn main() -> ExitCode {
     match main_inner() {
         Ok(code) => code,
         Err(error) => {
-            eprintln!("error: {error:#}");
-            ExitCode::from(2)
+            eprintln!("error: {}", describe(&error));
+            ExitCode::from(EXIT_ERROR)
         }
     }
 }
@@ -98,7 +132,7 @@ fn main_inner() -> Result<ExitCode> {
             }
             Err(errors) => {
                 eprint!("{}: {errors}", config.display());
-                Ok(ExitCode::from(1))
+                Ok(ExitCode::from(EXIT_INVALID_CONFIG))
             }
         },
         Command::Run(args) => run_command(args),
@@ -117,7 +151,7 @@ fn run_command(args: RunArgs) -> Result<ExitCode> {
             Ok(valid) => valid,
             Err(errors) => {
                 eprint!("{}: {errors}", path.display());
-                return Ok(ExitCode::from(1));
+                return Ok(ExitCode::from(EXIT_INVALID_CONFIG));
             }
         },
         None => ValidConfig::embedded_default(),
@@ -143,7 +177,18 @@ fn run_command(args: RunArgs) -> Result<ExitCode> {
             None => config.pipeline.checkpoint = Some(CheckpointConfig::in_dir(dir)),
         }
     }
+    if args.fresh {
+        match &mut config.pipeline.checkpoint {
+            Some(checkpoint) => checkpoint.on_damaged = OnDamaged::StartFresh,
+            None => tracing::warn!("--fresh has no effect: checkpoints are off."),
+        }
+    }
     let valid = ValidConfig::try_from_config(config)?;
+    // Before any row is read: an unwritable path fails now, not after the whole run.
+    let output = match &args.output {
+        Some(path) => Some(OutputFile::create(path).context("cannot write --output")?),
+        None => None,
+    };
     let options = RunOptions {
         once: args.once,
         listen: args.listen,
@@ -155,14 +200,14 @@ fn run_command(args: RunArgs) -> Result<ExitCode> {
             .map(PathBuf::from),
     };
     let report = run(valid, options, None)?;
-    if let Some(path) = &args.output {
-        write_output(path, &report.snapshot)
-            .with_context(|| format!("writing {}", path.display()))?;
-        tracing::info!(path = %path.display(), "Wrote the final aggregates.");
-    }
-    if report.failures.is_empty() {
-        Ok(ExitCode::SUCCESS)
-    } else {
+    Ok(finish(&report, args.once, output))
+}
+
+/// Writes the output of a completed bounded run, reports what went wrong, and picks the exit
+/// status ([`EXIT_STATUS`] says which wins when several apply).
+fn finish(report: &RunReport, once: bool, output: Option<OutputFile>) -> ExitCode {
+    let mut code = 0;
+    if !report.failures.is_empty() {
         for failure in &report.failures {
             eprintln!("failed: {failure}");
         }
@@ -170,6 +215,58 @@ fn run_command(args: RunArgs) -> Result<ExitCode> {
             "error: {} partition(s) failed; the aggregates cover the rest",
             report.failures.len()
         );
-        Ok(ExitCode::from(3))
+        code = EXIT_PARTITIONS_FAILED;
     }
+    if let Some(FinalCheckpoint::NotDurable { reason }) = &report.final_checkpoint {
+        eprintln!(
+            "error: the final checkpoint is not durable ({reason}); a restart resumes from the \
+             previous durable checkpoint"
+        );
+        code = EXIT_CHECKPOINT_NOT_DURABLE;
+    }
+    let progress = report.progress;
+    if once && report.interrupted {
+        // `output` is dropped unwritten: its temporary file goes with it.
+        let output = output.map_or(String::new(), |o| {
+            format!("; nothing was written to {}", o.target().display())
+        });
+        eprintln!(
+            "error: interrupted: the run stopped after {} rows aggregated, {} rejected and {} \
+             partition(s) read to the end, before its sources were exhausted{output}",
+            progress.rows_aggregated, progress.rows_rejected, progress.partitions_finished
+        );
+        return ExitCode::from(EXIT_INTERRUPTED);
+    }
+    if let Some(output) = output {
+        let target = output.target().to_path_buf();
+        match output.commit(&report.snapshot) {
+            Ok(()) => tracing::info!(
+                path = %target.display(),
+                rows_aggregated = progress.rows_aggregated,
+                "Wrote the final aggregates."
+            ),
+            Err(error) => {
+                let error = anyhow::Error::from(error).context("writing --output");
+                eprintln!("error: {}", describe(&error));
+                return ExitCode::from(EXIT_ERROR);
+            }
+        }
+    }
+    ExitCode::from(code)
+}
+
+/// An error and its causes, `outer: inner: ...`, leaving out a cause whose text the message
+/// before it already includes (many errors show their source in their own message).
+fn describe(error: &anyhow::Error) -> String {
+    let mut text = String::new();
+    for cause in error.chain() {
+        let cause = cause.to_string();
+        if !text.contains(&cause) {
+            if !text.is_empty() {
+                text.push_str(": ");
+            }
+            text.push_str(&cause);
+        }
+    }
+    text
 }

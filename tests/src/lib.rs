@@ -283,6 +283,20 @@ pub fn http_get_response(url: &str) -> Result<HttpResponse> {
     })
 }
 
+/// The aggregates a running oceanflow serves on `port`, as one document shaped like its
+/// `--output` (`stations`, `temporal` and `regions` from `/api/v1/*`): how a test reads the
+/// aggregates of a live feed, which a stopped `--once` run does not write.
+pub fn api_snapshot(port: u16) -> Result<serde_json::Value> {
+    let mut doc = serde_json::Map::new();
+    for table in ["stations", "temporal", "regions"] {
+        let body = http_get(&format!("http://127.0.0.1:{port}/api/v1/{table}"))?;
+        let rows: serde_json::Value =
+            serde_json::from_str(&body).with_context(|| format!("/api/v1/{table} is not JSON"))?;
+        doc.insert(table.to_string(), rows);
+    }
+    Ok(serde_json::Value::Object(doc))
+}
+
 fn truncate(s: &str, max: usize) -> &str {
     match s.char_indices().nth(max) {
         Some((i, _)) => &s[..i],

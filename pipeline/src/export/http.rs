@@ -131,14 +131,33 @@ async fn regions(State(state): State<Arc<AppState>>) -> Response {
     Json(state.snapshot().regions).into_response()
 }
 
+/// `ok` (200), or `degraded` (503) with the reasons: failed partitions, a failed or stale
+/// checkpoint.
 async fn healthz(State(state): State<Arc<AppState>>) -> Response {
     let failures = lock(&state.shared.failures).clone();
+    let checkpoints = state.shared.checkpointer().map(|c| c.health());
+    let checkpoint_problem = checkpoints.as_ref().and_then(|h| h.problem());
+    let mut reasons = Vec::new();
+    if !failures.is_empty() {
+        reasons.push(format!("{} partition(s) failed", failures.len()));
+    }
+    reasons.extend(checkpoint_problem.iter().cloned());
+    let checkpoint = checkpoints.map(|h| {
+        serde_json::json!({
+            "status": if checkpoint_problem.is_some() { "degraded" } else { "ok" },
+            "last_error": h.last_error,
+            "seconds_since_last_durable": h.any_succeeded.then_some(h.since_success.as_secs_f64()),
+            "interval_seconds": h.interval.as_secs_f64(),
+        })
+    });
     let body = serde_json::json!({
-        "status": if failures.is_empty() { "ok" } else { "degraded" },
+        "status": if reasons.is_empty() { "ok" } else { "degraded" },
+        "reasons": reasons,
         "shutting_down": state.shared.shutdown.load(Ordering::Relaxed),
         "failures": failures,
+        "checkpoint": checkpoint,
     });
-    let status = if failures.is_empty() {
+    let status = if reasons.is_empty() {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use oceanflow_operators::{DistinctKey, GroupKey, Stats};
 
 use super::Epoch;
-use crate::checkpoint::{Checkpoint, CheckpointStore, Layout, PartitionState};
+use crate::checkpoint::{Checkpoint, CheckpointStore, FinalCheckpoint, Layout, PartitionState};
 use crate::metrics::PipelineMetrics;
 use crate::sync::lock;
 
@@ -50,7 +50,6 @@ pub(crate) struct Checkpointer {
 }
 
 /// What the writer thread reports back.
-#[derive(Default)]
 struct Durability {
     /// Outcome (written or not) of every finished round, for [`Checkpointer::wait_durable`].
     outcomes: Mutex<BTreeMap<u64, bool>>,
@@ -59,10 +58,104 @@ struct Durability {
     durable_cut: AtomicU64,
     /// Checkpoints this process has written.
     written: AtomicU64,
+    /// The last outcome, for `/healthz` and the exit status.
+    last: Mutex<LastOutcome>,
+}
+
+/// The newest checkpoint round's outcome.
+struct LastOutcome {
+    /// When the checkpointer started.
+    started: Instant,
+    /// When the newest durable checkpoint was taken (its write began).
+    succeeded_at: Option<Instant>,
+    /// The error of the newest round, when it failed.
+    error: Option<String>,
+    /// How the final checkpoint went, once it was attempted.
+    final_outcome: Option<FinalCheckpoint>,
+}
+
+/// How the checkpoints stand, for `/healthz`.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct CheckpointHealth {
+    /// The configured interval between checkpoints.
+    pub interval: Duration,
+    /// Age of the newest durable checkpoint, or time since start without one.
+    pub since_success: Duration,
+    /// Whether any checkpoint succeeded in this process.
+    pub any_succeeded: bool,
+    /// The error of the newest round, when it failed.
+    pub last_error: Option<String>,
+    /// How the final checkpoint went, once it was attempted (none follow it).
+    pub final_outcome: Option<FinalCheckpoint>,
+}
+
+/// Checkpoints older than this many intervals make the service degraded.
+const STALE_INTERVALS: u32 = 3;
+
+impl CheckpointHealth {
+    /// Why the checkpoints are not healthy, or `None` when they are: the newest round failed,
+    /// or the newest durable checkpoint is older than three intervals (counted from start
+    /// while none has succeeded). After a durable final checkpoint no others are due.
+    pub fn problem(&self) -> Option<String> {
+        match &self.final_outcome {
+            Some(FinalCheckpoint::Durable) => return None,
+            Some(FinalCheckpoint::NotDurable { reason }) => {
+                return Some(format!("the final checkpoint is not durable: {reason}"))
+            }
+            None => {}
+        }
+        if let Some(error) = &self.last_error {
+            return Some(format!("the last checkpoint failed: {error}"));
+        }
+        let limit = self.interval * STALE_INTERVALS;
+        (self.since_success > limit).then(|| {
+            let (age, limit) = (self.since_success.as_secs_f64(), limit.as_secs_f64());
+            if self.any_succeeded {
+                format!("the last durable checkpoint is {age:.1} s old (more than three intervals, {limit:.1} s)")
+            } else {
+                format!("no checkpoint has been durable since the start {age:.1} s ago (more than three intervals, {limit:.1} s)")
+            }
+        })
+    }
 }
 
 impl Durability {
-    fn settle(&self, cut: Epoch, written: bool) {
+    fn new() -> Durability {
+        Durability {
+            outcomes: Mutex::new(BTreeMap::new()),
+            outcome_changed: Condvar::new(),
+            durable_cut: AtomicU64::new(0),
+            written: AtomicU64::new(0),
+            last: Mutex::new(LastOutcome {
+                started: Instant::now(),
+                succeeded_at: None,
+                error: None,
+                final_outcome: None,
+            }),
+        }
+    }
+
+    /// Records the round at `cut`, taken at `taken`: written, or failed with an error.
+    fn settle(&self, cut: Epoch, taken: Instant, outcome: Result<(), String>) {
+        let written = outcome.is_ok();
+        {
+            let mut last = lock(&self.last);
+            if cut == FINAL_CUT {
+                last.final_outcome = Some(match &outcome {
+                    Ok(()) => FinalCheckpoint::Durable,
+                    Err(reason) => FinalCheckpoint::NotDurable {
+                        reason: reason.clone(),
+                    },
+                });
+            }
+            match outcome {
+                Ok(()) => {
+                    last.succeeded_at = Some(taken);
+                    last.error = None;
+                }
+                Err(error) => last.error = Some(error),
+            }
+        }
         if written {
             self.written.fetch_add(1, Ordering::AcqRel);
             self.durable_cut.fetch_max(cut, Ordering::AcqRel);
@@ -90,7 +183,7 @@ impl Checkpointer {
         interval: Duration,
         metrics: PipelineMetrics,
     ) -> Result<Self, crate::checkpoint::CheckpointError> {
-        let durability = Arc::new(Durability::default());
+        let durability = Arc::new(Durability::new());
         let mut writer = Writer {
             next_sequence: store.next_sequence()?,
             store,
@@ -171,6 +264,29 @@ impl Checkpointer {
         self.durability.written.load(Ordering::Acquire)
     }
 
+    /// How the checkpoints stand (the newest outcome and the age of the newest durable one).
+    pub fn health(&self) -> CheckpointHealth {
+        let last = lock(&self.durability.last);
+        CheckpointHealth {
+            interval: self.interval,
+            since_success: last.succeeded_at.unwrap_or(last.started).elapsed(),
+            any_succeeded: last.succeeded_at.is_some(),
+            last_error: last.error.clone(),
+            final_outcome: last.final_outcome.clone(),
+        }
+    }
+
+    /// How the final checkpoint went; read after the workers stopped. Not attempted, or not
+    /// finished in the time the workers waited, is not durable.
+    pub fn final_outcome(&self) -> FinalCheckpoint {
+        lock(&self.durability.last)
+            .final_outcome
+            .clone()
+            .unwrap_or_else(|| FinalCheckpoint::NotDurable {
+                reason: "it was not written before the workers stopped waiting for it".into(),
+            })
+    }
+
     /// Adds one worker's part of the checkpoint at `cut`; the last part sends the whole to
     /// the writer.
     pub fn contribute(&self, cut: u64, part: Part) {
@@ -190,7 +306,11 @@ impl Checkpointer {
         if let Some(whole) = complete {
             if lock(&self.to_writer).send((cut, whole)).is_err() {
                 tracing::error!("The checkpoint writer thread is gone; no further checkpoints.");
-                self.durability.settle(cut, false);
+                self.durability.settle(
+                    cut,
+                    Instant::now(),
+                    Err("the checkpoint writer thread is gone".into()),
+                );
             }
         }
     }
@@ -236,13 +356,68 @@ impl Writer {
                     path = %written.path.display(),
                     "Checkpoint written."
                 );
-                self.durability.settle(cut, true);
+                self.durability.settle(cut, started, Ok(()));
             }
             Err(error) => {
                 metrics.checkpoints.with_label_values(&["failed"]).inc();
                 tracing::error!(sequence, %error, "Checkpoint failed; the previous one stays the restore point.");
-                self.durability.settle(cut, false);
+                self.durability.settle(cut, started, Err(error.to_string()));
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn health(since_success: u64, any_succeeded: bool) -> CheckpointHealth {
+        CheckpointHealth {
+            interval: Duration::from_secs(10),
+            since_success: Duration::from_secs(since_success),
+            any_succeeded,
+            last_error: None,
+            final_outcome: None,
+        }
+    }
+
+    #[test]
+    fn degraded_when_the_last_failed_or_the_last_success_is_older_than_three_intervals() {
+        assert_eq!(health(30, true).problem(), None);
+        let stale = health(31, true).problem().unwrap();
+        assert!(stale.contains("31.0 s old"), "{stale}");
+        let never = health(31, false).problem().unwrap();
+        assert!(never.contains("since the start"), "{never}");
+        let failed = CheckpointHealth {
+            last_error: Some("No space left on device".into()),
+            ..health(1, true)
+        };
+        assert!(failed.problem().unwrap().contains("No space left"));
+        let ended = CheckpointHealth {
+            final_outcome: Some(FinalCheckpoint::Durable),
+            ..health(3600, true)
+        };
+        assert_eq!(ended.problem(), None);
+    }
+
+    #[test]
+    fn settling_records_the_newest_outcome_and_the_final_one() {
+        let durability = Durability::new();
+        let now = Instant::now();
+        durability.settle(3, now, Err("disk full".into()));
+        assert_eq!(lock(&durability.last).error.as_deref(), Some("disk full"));
+        assert_eq!(durability.durable_cut.load(Ordering::Acquire), 0);
+        durability.settle(5, now, Ok(()));
+        assert_eq!(lock(&durability.last).error, None);
+        assert_eq!(lock(&durability.last).succeeded_at, Some(now));
+        assert_eq!(durability.durable_cut.load(Ordering::Acquire), 5);
+        durability.settle(FINAL_CUT, now, Err("disk full".into()));
+        assert_eq!(
+            lock(&durability.last).final_outcome,
+            Some(FinalCheckpoint::NotDurable {
+                reason: "disk full".into()
+            })
+        );
+        assert_eq!(lock(&durability.outcomes).get(&FINAL_CUT), Some(&false));
     }
 }

@@ -51,6 +51,7 @@ pub(crate) use checkpointing::Checkpointer;
 use checkpointing::Part;
 use clock::UpdateClock;
 pub use dataflow::{build_dataflow, ChangeSink, Inputs};
+pub(crate) use lanes::WHOLE_PARTITION;
 use plan::Pending;
 pub use worker::run_worker;
 
@@ -277,6 +278,11 @@ impl Shared {
 
     fn finish_partition(&self, source_index: usize, partition: &str) {
         lock(&self.watermarks).remove(&(source_index, partition.to_string()));
+    }
+
+    /// The checkpointer, when checkpoints are on (health and the final outcome).
+    pub(crate) fn checkpointer(&self) -> Option<&Checkpointer> {
+        self.checkpointer.as_ref()
     }
 
     /// Event time before which every aggregate is final: the lowest over the workers.
