@@ -103,33 +103,16 @@ impl LaneWatermarks {
     pub fn split(&mut self, times: &[i64], lanes: Option<&Lanes>, now: Instant) -> BatchSplit {
         let Some(lanes) = lanes.filter(|l| l.of_row.len() == times.len() && !l.ids.is_empty())
         else {
-            if let Some(l) = lanes {
-                if !l.of_row.is_empty() || !times.is_empty() {
-                    tracing::warn!(
-                        rows = times.len(),
-                        lanes = l.of_row.len(),
-                        "Lane list does not match the batch; judging the batch as one lane."
-                    );
-                }
+            if lanes.is_some() && !times.is_empty() {
+                tracing::warn!(
+                    rows = times.len(),
+                    "Lane list does not match the batch; judging the batch as one lane."
+                );
             }
-            let lane = self.lane(WHOLE_PARTITION, now);
-            let split = lane.watermark.split(times);
-            let mark = lane.watermark.watermark().unwrap_or(i64::MIN);
-            let too_late_marks = vec![mark; split.too_late.len()];
-            return BatchSplit {
-                split,
-                too_late_marks,
-            };
+            return self.split_one(WHOLE_PARTITION, times, now);
         };
-        if lanes.ids.len() == 1 {
-            let lane = self.lane(&lanes.ids[0], now);
-            let split = lane.watermark.split(times);
-            let mark = lane.watermark.watermark().unwrap_or(i64::MIN);
-            let too_late_marks = vec![mark; split.too_late.len()];
-            return BatchSplit {
-                split,
-                too_late_marks,
-            };
+        if let [only] = lanes.ids.as_slice() {
+            return self.split_one(only, times, now);
         }
         // Rows of each lane in order, judged lane by lane, then put back in row order.
         let mut rows_of: Vec<Vec<usize>> = vec![Vec::new(); lanes.ids.len()];
@@ -165,6 +148,17 @@ impl LaneWatermarks {
                 late_accepted,
             },
             too_late_marks: too_late.iter().map(|(_, mark)| *mark).collect(),
+        }
+    }
+
+    /// Judges every row of the batch as a row of lane `id`.
+    fn split_one(&mut self, id: &str, times: &[i64], now: Instant) -> BatchSplit {
+        let lane = self.lane(id, now);
+        let split = lane.watermark.split(times);
+        let mark = lane.watermark.watermark().unwrap_or(i64::MIN);
+        BatchSplit {
+            too_late_marks: vec![mark; split.too_late.len()],
+            split,
         }
     }
 
