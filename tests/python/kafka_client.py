@@ -11,6 +11,8 @@ Subcommands (all print one JSON document on stdout):
            stream of R rows per message. --bad-every K inserts a malformed message after every
            K-th good one (cycling: invalid JSON / non-numeric value / missing station).
   consume  --brokers B --topic T --count N [--timeout S]  read N messages from the start
+  consume  --brokers B --topic T --to-end [--timeout S]   read every message up to the end
+           offsets at the start of the read
   offsets  --brokers B --topic T --partitions N --group G  end offsets and the group's commits
 """
 
@@ -188,12 +190,26 @@ def consume(args):
     md = consumer.list_topics(args.topic, timeout=10)
     partitions = sorted(md.topics[args.topic].partitions)
     consumer.assign([TopicPartition(args.topic, p, OFFSET_BEGINNING) for p in partitions])
+    # --to-end: the high watermark of each partition now; done once every one is reached.
+    pending = {}
+    if args.to_end:
+        for p in partitions:
+            low, high = consumer.get_watermark_offsets(TopicPartition(args.topic, p), timeout=10)
+            if high > low:
+                pending[p] = high
+
     out = []
+
+    def more():
+        return bool(pending) if args.to_end else len(out) < args.count
+
     deadline = time.time() + args.timeout
-    while len(out) < args.count and time.time() < deadline:
+    while more() and time.time() < deadline:
         msg = consumer.poll(0.5)
         if msg is None or msg.error():
             continue
+        if msg.partition() in pending and msg.offset() + 1 >= pending[msg.partition()]:
+            del pending[msg.partition()]
         headers = {k: (v.decode("utf-8", "replace") if v is not None else None)
                    for k, v in (msg.headers() or [])}
         out.append(
@@ -206,6 +222,8 @@ def consume(args):
             }
         )
     consumer.close()
+    if args.to_end and pending:
+        raise SystemExit(f"partitions {sorted(pending)} not read to their end in {args.timeout} s")
     print(json.dumps({"messages": out}))
 
 
@@ -236,6 +254,7 @@ def main():
     p.add_argument("--count", type=int, default=0)
     p.add_argument("--timeout", type=float, default=60)
     p.add_argument("--group")
+    p.add_argument("--to-end", action="store_true")
     args = p.parse_args()
     {"create": create, "produce": produce, "consume": consume, "offsets": offsets}[
         args.command

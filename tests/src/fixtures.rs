@@ -38,14 +38,19 @@ pub const SPECIES: [&str; 12] = [
 
 /// Tutorial-shaped rows with the awkward cases in them: out-of-order times within the allowed
 /// lateness, duplicate timestamps, missing values, points on region edges and corners, points
-/// outside every region, and rows without species.
+/// outside every region, and rows without species. 3 minutes apart: 12,000 rows span 25 days,
+/// inside the default 30-day retention of hourly buckets.
 pub fn rows(n: usize, seed: u64) -> Vec<Row> {
+    rows_every(n, seed, 3 * MINUTE_US)
+}
+
+/// [`rows`] `step_us` apart (before each row's jitter of up to 30 minutes back).
+pub fn rows_every(n: usize, seed: u64, step_us: i64) -> Vec<Row> {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     (0..n)
         .map(|i| {
             let jitter = rng.random_range(-30..=0) * MINUTE_US;
-            // 3 minutes apart: 25 days, inside the default 30-day retention of hourly buckets.
-            let time_us = START_US + (i as i64) * 3 * MINUTE_US + jitter;
+            let time_us = START_US + (i as i64) * step_us + jitter;
             let (lat, lon) = match i % 50 {
                 0 => (62.0, 9.0),   // corner shared by north_sea and norwegian_sea
                 1 => (55.0, -5.0),  // west edge of north_sea
@@ -75,6 +80,31 @@ pub fn rows(n: usize, seed: u64) -> Vec<Row> {
         .collect()
 }
 
+/// Gives `station`'s present `depth_m` values 1e9 ± 1e-3: a group whose spread is a 1e-12
+/// part of its magnitude, next to groups near 0 in the same batches.
+pub fn with_adversarial_depths(rows: &mut [Row], station: &str, seed: u64) {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    for row in rows.iter_mut().filter(|r| r.station == station) {
+        if let Some(depth) = row.vars[2].as_mut() {
+            *depth = 1e9 + rng.random_range(-1e-3..=1e-3);
+        }
+    }
+}
+
+/// Deals `rows` out to `files` parts at random, each part then in time order (stable).
+pub fn split_in_time_order(rows: &[Row], files: usize, seed: u64) -> Vec<Vec<Row>> {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let mut parts = vec![Vec::new(); files];
+    for row in rows {
+        parts[rng.random_range(0..files)].push(row.clone());
+    }
+    for part in &mut parts {
+        part.sort_by_key(|r| r.time_us);
+    }
+    parts
+}
+
+/// The tutorial's columns (and `species`) as one Arrow batch.
 pub fn batch(rows: &[Row]) -> RecordBatch {
     let schema = Arc::new(Schema::new(vec![
         Field::new(
@@ -121,12 +151,31 @@ pub fn batch(rows: &[Row]) -> RecordBatch {
     RecordBatch::try_new(schema, columns).expect("valid batch")
 }
 
+/// Writes `batch` as CSV with a header.
+pub fn write_csv(path: &Path, batch: &RecordBatch) {
+    let mut w = arrow_csv::Writer::new(File::create(path).unwrap());
+    w.write(batch).unwrap();
+}
+
+/// Writes `batch` as Parquet in row groups of at most `row_group_rows` rows.
+pub fn write_parquet(path: &Path, batch: &RecordBatch, row_group_rows: usize) {
+    let props = parquet::file::properties::WriterProperties::builder()
+        .set_max_row_group_row_count(Some(row_group_rows))
+        .build();
+    let mut w = parquet::arrow::ArrowWriter::try_new(
+        File::create(path).unwrap(),
+        batch.schema(),
+        Some(props),
+    )
+    .unwrap();
+    w.write(batch).unwrap();
+    w.close().unwrap();
+}
+
 /// `batch` as CSV, NDJSON, Parquet, Arrow IPC stream and Arrow IPC file in `dir`.
 pub fn write_all_formats(dir: &Path, batch: &RecordBatch) -> Vec<PathBuf> {
     let csv = dir.join("obs.csv");
-    let mut w = arrow_csv::Writer::new(File::create(&csv).unwrap());
-    w.write(batch).unwrap();
-    drop(w);
+    write_csv(&csv, batch);
 
     let ndjson = dir.join("obs.ndjson");
     let mut w = arrow_json::LineDelimitedWriter::new(File::create(&ndjson).unwrap());
@@ -134,17 +183,7 @@ pub fn write_all_formats(dir: &Path, batch: &RecordBatch) -> Vec<PathBuf> {
     w.finish().unwrap();
 
     let parquet = dir.join("obs.parquet");
-    let props = parquet::file::properties::WriterProperties::builder()
-        .set_max_row_group_row_count(Some(3_000))
-        .build();
-    let mut w = parquet::arrow::ArrowWriter::try_new(
-        File::create(&parquet).unwrap(),
-        batch.schema(),
-        Some(props),
-    )
-    .unwrap();
-    w.write(batch).unwrap();
-    w.close().unwrap();
+    write_parquet(&parquet, batch, 3_000);
 
     let stream = dir.join("obs.arrows");
     let mut w =

@@ -14,6 +14,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
 
+pub mod compare;
+pub mod exact;
 pub mod fixtures;
 pub mod kafka;
 pub mod oracle;

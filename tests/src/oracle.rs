@@ -1,11 +1,21 @@
 //! A plain batch computation of every aggregate family over rows held in memory — the oracle
 //! the pipeline's output is compared with. Written independently of the operators: row by row,
-//! two-pass statistics, chrono calendar math, its own boundary-inclusive point-in-polygon.
+//! two-pass statistics over exactly rounded sums, chrono calendar math, its own
+//! boundary-inclusive point-in-polygon, and the bounded-run retention rule applied once to the
+//! final frontier.
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use chrono::{DateTime, Datelike, TimeZone, Timelike, Utc};
-use serde_json::Value;
+use chrono::{DateTime, Datelike, Months, TimeDelta, TimeZone, Timelike, Utc};
+use serde_json::{json, Map, Value};
+
+use crate::compare::{compare_documents, Tolerance};
+use crate::exact::exact_sum;
+
+/// One hour in µs.
+pub const HOUR_US: i64 = 3_600_000_000;
+/// One day in µs.
+pub const DAY_US: i64 = 24 * HOUR_US;
 
 /// One observation.
 #[derive(Debug, Clone, PartialEq)]
@@ -42,6 +52,39 @@ pub struct OracleSpec {
     pub calendar: Vec<&'static str>,
     /// Regions: name and polygons (each polygon: rings of (lon, lat); first ring exterior).
     pub regions: Vec<(String, Vec<Polygon>)>,
+    /// Retention of a bounded run; `None`: every bucket is kept.
+    pub retention: Option<BoundedRetention>,
+}
+
+/// Retention of a bounded (`--once`) run: with the final frontier `F = (max event time of the
+/// rows) - allowed_lateness`, a bucket of a width listed in `keep` is expired iff its end is
+/// `<= F - keep` (over all stations and per station alike); nothing expires during the run.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BoundedRetention {
+    /// `pipeline.allowed_lateness` in µs.
+    pub allowed_lateness_us: i64,
+    /// Bucket width and how long its buckets are kept (µs of event time).
+    pub keep: Vec<(&'static str, i64)>,
+}
+
+impl BoundedRetention {
+    /// What config/default.toml sets: lateness 1 h, hourly buckets 30 days, daily 400 days
+    /// (pinned against the embedded default by a unit test).
+    pub fn default_config() -> BoundedRetention {
+        BoundedRetention {
+            allowed_lateness_us: HOUR_US,
+            keep: vec![("hour", 30 * DAY_US), ("day", 400 * DAY_US)],
+        }
+    }
+
+    /// Is the bucket of `width` starting at `start` expired once every row up to `max_time_us`
+    /// has been read?
+    fn expires(&self, width: &str, start: DateTime<Utc>, max_time_us: i64) -> bool {
+        let frontier = max_time_us - self.allowed_lateness_us;
+        self.keep.iter().any(|(w, keep)| {
+            *w == width && bucket_end(width, start).timestamp_micros() <= frontier - keep
+        })
+    }
 }
 
 impl OracleSpec {
@@ -68,6 +111,16 @@ impl OracleSpec {
                 ("norwegian_sea".into(), rect(-5.0, 62.0, 15.0, 72.0)),
                 ("barents_sea".into(), rect(15.0, 68.0, 40.0, 80.0)),
             ],
+            retention: None,
+        }
+    }
+
+    /// [`OracleSpec::tutorial`] with the retention of config/default.toml: what
+    /// `oceanflow run --input … --once` computes with the embedded default.
+    pub fn default_config(categorical: &[&str]) -> OracleSpec {
+        OracleSpec {
+            retention: Some(BoundedRetention::default_config()),
+            ..OracleSpec::tutorial(categorical)
         }
     }
 }
@@ -113,6 +166,17 @@ fn bucket_start(width: &str, t: DateTime<Utc>) -> DateTime<Utc> {
     Utc.with_ymd_and_hms(y, m, d, h, 0, 0)
         .single()
         .expect("valid bucket start")
+}
+
+/// The (exclusive) end of the bucket of `width` starting at `start`.
+fn bucket_end(width: &str, start: DateTime<Utc>) -> DateTime<Utc> {
+    match width {
+        "hour" => start + TimeDelta::hours(1),
+        "day" => start + TimeDelta::days(1),
+        "month" => start + Months::new(1),
+        "year" => start + Months::new(12),
+        other => panic!("unknown bucket width {other}"),
+    }
 }
 
 fn calendar_value(part: &str, t: DateTime<Utc>) -> u32 {
@@ -180,23 +244,29 @@ pub fn compute(spec: &OracleSpec, rows: &[Row]) -> Expected {
             ),
         );
     }
+    let max_time_us = rows.iter().map(|r| r.time_us).max().unwrap_or(i64::MIN);
+    let kept = |width: &str, start: DateTime<Utc>| {
+        spec.retention
+            .as_ref()
+            .is_none_or(|r| !r.expires(width, start, max_time_us))
+    };
     for row in rows {
         let t = Utc
             .timestamp_micros(row.time_us)
             .single()
             .expect("valid time");
         e.stations.entry(row.station.clone()).or_default().add(row);
-        for w in &spec.buckets {
-            let key = (w.to_string(), rfc3339(bucket_start(w, t)), None);
-            e.temporal.entry(key).or_default().add(row);
-        }
-        for w in &spec.station_buckets {
-            let key = (
-                w.to_string(),
-                rfc3339(bucket_start(w, t)),
-                Some(row.station.clone()),
-            );
-            e.temporal.entry(key).or_default().add(row);
+        for (w, station) in spec
+            .buckets
+            .iter()
+            .map(|w| (w, None))
+            .chain(spec.station_buckets.iter().map(|w| (w, Some(&row.station))))
+        {
+            let start = bucket_start(w, t);
+            if kept(w, start) {
+                let key = (w.to_string(), rfc3339(start), station.cloned());
+                e.temporal.entry(key).or_default().add(row);
+            }
         }
         for part in &spec.calendar {
             let key = (part.to_string(), calendar_value(part, t).to_string(), None);
@@ -219,133 +289,78 @@ pub fn compute(spec: &OracleSpec, rows: &[Row]) -> Expected {
     e
 }
 
-fn close(a: f64, b: f64) -> bool {
-    (a - b).abs() <= 1e-7 * (1.0 + a.abs().max(b.abs()))
-}
-
-fn check_variables(
-    what: &str,
-    group: &Group,
-    names: &[String],
-    actual: &Value,
-    problems: &mut Vec<String>,
-) {
+/// A group's statistics in the `--output` shape: two passes over exactly rounded sums, so the
+/// only roundings are the final divisions and square root.
+fn summary(group: &Group, names: &[String]) -> (Value, Map<String, Value>) {
+    let mut vars = Map::new();
     for (i, name) in names.iter().enumerate() {
-        let values = group.values.get(i).cloned().unwrap_or_default();
-        let got = &actual["variables"][name];
+        let values = group.values.get(i).map(Vec::as_slice).unwrap_or_default();
         let n = values.len();
-        if got["count"].as_u64() != Some(n as u64) {
-            problems.push(format!(
-                "{what} {name}: count {} expected {n}",
-                got["count"]
-            ));
-            continue;
-        }
-        if n == 0 {
-            if !got["mean"].is_null() {
-                problems.push(format!("{what} {name}: mean should be null"));
-            }
-            continue;
-        }
-        let mean = values.iter().sum::<f64>() / n as f64;
-        let min = values.iter().copied().fold(f64::INFINITY, f64::min);
-        let max = values.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-        let mut checks = vec![("mean", mean), ("min", min), ("max", max)];
-        if n > 1 {
-            let var = values.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (n - 1) as f64;
-            checks.push(("stddev", var.sqrt()));
-        } else if !got["stddev"].is_null() {
-            problems.push(format!("{what} {name}: stddev of one value should be null"));
-        }
-        for (stat, want) in checks {
-            match got[stat].as_f64() {
-                Some(v) if close(v, want) => {}
-                other => problems.push(format!("{what} {name}.{stat}: {other:?} expected {want}")),
-            }
-        }
+        let stat = if n == 0 {
+            json!({"count": 0, "mean": null, "min": null, "max": null, "stddev": null})
+        } else {
+            let mean = exact_sum(values.iter().copied()) / n as f64;
+            let min = values.iter().copied().fold(f64::INFINITY, f64::min);
+            let max = values.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+            // Σ(v − m)² − (Σ(v − m))²/n corrects for the rounding of m itself.
+            let dev = exact_sum(values.iter().map(|v| v - mean));
+            let sq = exact_sum(values.iter().map(|v| (v - mean) * (v - mean)));
+            let stddev = (n > 1).then(|| ((sq - dev * dev / n as f64) / (n - 1) as f64).sqrt());
+            json!({"count": n, "mean": mean, "min": min, "max": max, "stddev": stddev})
+        };
+        vars.insert(name.clone(), stat);
     }
+    (group.count.into(), vars)
 }
 
 impl Expected {
-    /// Compares an `--output` document with the expectation; returns every difference.
-    pub fn diff(&self, actual: &Value) -> Vec<String> {
-        let mut problems = Vec::new();
-        self.check_table(
-            &actual["stations"],
-            self.stations.len(),
-            |row| row["station"].as_str().unwrap_or_default().to_string(),
-            |name| self.stations.get(name),
-            &mut problems,
-        );
-        self.check_table(
-            &actual["temporal"],
-            self.temporal.len(),
-            |row| {
-                (
-                    row["grouping"].as_str().unwrap_or_default().to_string(),
-                    row["key"].as_str().unwrap_or_default().to_string(),
-                    row["station"].as_str().map(String::from),
-                )
-            },
-            |key| self.temporal.get(key),
-            &mut problems,
-        );
-        let regions = self.check_table(
-            &actual["regions"],
-            self.regions.len(),
-            |row| row["region"].as_str().unwrap_or_default().to_string(),
-            |name| self.regions.get(name).map(|(group, _)| group),
-            &mut problems,
-        );
-        for (row, name) in regions {
-            let sets = &self.regions[&name].1;
-            for (field, set) in self.categorical.iter().zip(sets) {
-                if row["distinct"][field].as_u64() != Some(set.len() as u64) {
-                    problems.push(format!(
-                        "region {name} distinct {field}: {} expected {}",
-                        row["distinct"][field],
-                        set.len()
-                    ));
-                }
-            }
-        }
-        problems
+    /// The expectation as an `--output` document (same tables, keys and fields).
+    pub fn document(&self) -> Value {
+        let names = &self.variables;
+        let stations: Vec<Value> = self
+            .stations
+            .iter()
+            .map(|(station, g)| {
+                let (count, vars) = summary(g, names);
+                json!({"station": station, "count": count, "variables": vars})
+            })
+            .collect();
+        let temporal: Vec<Value> = self
+            .temporal
+            .iter()
+            .map(|((grouping, key, station), g)| {
+                let (count, vars) = summary(g, names);
+                json!({"grouping": grouping, "key": key, "station": station,
+                       "count": count, "variables": vars})
+            })
+            .collect();
+        let regions: Vec<Value> = self
+            .regions
+            .iter()
+            .map(|(region, (g, sets))| {
+                let (count, vars) = summary(g, names);
+                let distinct: Map<String, Value> = self
+                    .categorical
+                    .iter()
+                    .zip(sets)
+                    .map(|(field, set)| (field.clone(), set.len().into()))
+                    .collect();
+                json!({"region": region, "count": count, "variables": vars,
+                       "distinct": distinct})
+            })
+            .collect();
+        json!({"stations": stations, "temporal": temporal, "regions": regions})
     }
 
-    /// Checks one table's rows (count and every variable) against the expected groups;
-    /// returns the rows that have an expected group, with their keys.
-    fn check_table<'a, K: std::fmt::Debug>(
-        &self,
-        table: &'a Value,
-        expected_rows: usize,
-        key_of: impl Fn(&Value) -> K,
-        group_of: impl Fn(&K) -> Option<&'a Group>,
-        problems: &mut Vec<String>,
-    ) -> Vec<(&'a Value, K)>
-    where
-        Self: 'a,
-    {
-        let rows = table.as_array().map(Vec::as_slice).unwrap_or_default();
-        if rows.len() != expected_rows {
-            problems.push(format!("{} rows, expected {expected_rows}", rows.len()));
-        }
-        let mut matched = Vec::new();
-        for row in rows {
-            let key = key_of(row);
-            let Some(group) = group_of(&key) else {
-                problems.push(format!("unexpected row {key:?}"));
-                continue;
-            };
-            if row["count"].as_u64() != Some(group.count) {
-                problems.push(format!(
-                    "{key:?}: count {} expected {}",
-                    row["count"], group.count
-                ));
-            }
-            check_variables(&format!("{key:?}"), group, &self.variables, row, problems);
-            matched.push((row, key));
-        }
-        matched
+    /// Compares an `--output` document with the expectation within [`Tolerance::Loose`];
+    /// returns every difference.
+    pub fn diff(&self, actual: &Value) -> Vec<String> {
+        self.diff_within(actual, Tolerance::Loose)
+    }
+
+    /// Compares an `--output` document with the expectation within `tolerance`.
+    pub fn diff_within(&self, actual: &Value, tolerance: Tolerance) -> Vec<String> {
+        compare_documents(&self.document(), actual, tolerance)
     }
 }
 
@@ -387,6 +402,116 @@ mod tests {
     }
 
     #[test]
+    fn default_retention_is_what_the_embedded_default_config_says() {
+        let config = oceanflow_config::ValidConfig::embedded_default();
+        let config = config.config();
+        let keep: Vec<(&str, i64)> = config
+            .aggregates
+            .temporal
+            .retention
+            .iter()
+            .map(|(w, keep)| (w.as_str(), keep.as_micros() as i64))
+            .collect();
+        let want = BoundedRetention::default_config();
+        assert_eq!(keep, want.keep);
+        assert_eq!(
+            config.pipeline.allowed_lateness.as_micros() as i64,
+            want.allowed_lateness_us
+        );
+    }
+
+    #[test]
+    fn bounded_retention_expires_against_the_final_frontier_only() {
+        let spec = OracleSpec {
+            buckets: vec!["hour", "day"],
+            station_buckets: vec!["hour"],
+            calendar: vec!["hour_of_day"],
+            retention: Some(BoundedRetention {
+                allowed_lateness_us: HOUR_US,
+                keep: vec![("hour", DAY_US)],
+            }),
+            ..OracleSpec::tutorial(&[])
+        };
+        let at = |time_us: i64| Row {
+            time_us,
+            station: "S".into(),
+            lat: None,
+            lon: None,
+            vars: vec![Some(1.0); 4],
+            cats: vec![],
+        };
+        // Frontier F = 2 d 2 h - 1 h = 2 d 1 h: hourly buckets ending at or before 1 d 1 h go.
+        let rows = [
+            at(0),
+            at(DAY_US),
+            at(DAY_US + HOUR_US / 2),
+            at(DAY_US + HOUR_US),
+            at(2 * DAY_US + 2 * HOUR_US),
+        ];
+        let doc = compute(&spec, &rows).document();
+        let hours: Vec<(&str, &str)> = doc["temporal"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|r| r["grouping"] == "hour")
+            .map(|r| {
+                (
+                    r["key"].as_str().unwrap(),
+                    r["station"].as_str().unwrap_or("-"),
+                )
+            })
+            .collect();
+        assert_eq!(
+            hours,
+            [
+                ("1970-01-02T01:00:00Z", "-"),
+                ("1970-01-02T01:00:00Z", "S"),
+                ("1970-01-03T02:00:00Z", "-"),
+                ("1970-01-03T02:00:00Z", "S"),
+            ]
+        );
+        // Days, calendar parts and stations keep every row.
+        let days = doc["temporal"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|r| r["grouping"] == "day");
+        assert_eq!(days.map(|r| r["count"].as_u64().unwrap()).sum::<u64>(), 5);
+        assert_eq!(doc["stations"][0]["count"], 5);
+    }
+
+    #[test]
+    fn statistics_of_a_group_near_1e9_keep_its_spread() {
+        let spec = OracleSpec {
+            variables: vec!["t".into()],
+            ..OracleSpec::tutorial(&[])
+        };
+        let row = |v: f64| Row {
+            time_us: 0,
+            station: "S".into(),
+            lat: None,
+            lon: None,
+            vars: vec![Some(v)],
+            cats: vec![],
+        };
+        let rows: Vec<Row> = (0..4_000)
+            .map(|i| row(1e9 + [-1e-3, 1e-3][i % 2]))
+            .collect();
+        let doc = compute(&spec, &rows).document();
+        let t = &doc["stations"][0]["variables"]["t"];
+        // Offsets ±1e-3 as stored: 1e9 ± 0.0009999275207519531.
+        let d = 1e9 + 1e-3 - 1e9;
+        let stddev = d * (4_000.0f64 / 3_999.0).sqrt();
+        assert_eq!(t["mean"], 1e9);
+        assert!(
+            (t["stddev"].as_f64().unwrap() - stddev).abs() <= 1e-15 * stddev,
+            "{t}"
+        );
+        let single = compute(&spec, &[row(0.1)]).document();
+        assert_eq!(single["stations"][0]["variables"]["t"]["mean"], 0.1);
+    }
+
+    #[test]
     fn diff_reports_wrong_counts_values_and_missing_rows() {
         let spec = OracleSpec {
             variables: vec!["t".into()],
@@ -395,6 +520,7 @@ mod tests {
             station_buckets: vec![],
             calendar: vec![],
             regions: vec![],
+            retention: None,
         };
         let row = |t: f64| Row {
             time_us: 0,

@@ -23,6 +23,12 @@ use serde_json::{json, Value};
 
 const START_US: i64 = 1_577_836_800_000_000; // 2020-01-01T00:00:00Z
 const MINUTE_US: i64 = 60_000_000;
+
+// The issue-10 acceptance tests, in files of their own (cargo treats tests/*.rs as targets).
+#[path = "kafka/acknowledgements.rs"]
+mod acknowledgements;
+#[path = "kafka/backlog.rs"]
+mod backlog;
 const PARTITIONS: usize = 4;
 const SPECIES: [&str; 5] = [
     "Gadus morhua",
@@ -99,7 +105,8 @@ fn spec() -> OracleSpec {
     OracleSpec::tutorial(&["species"])
 }
 
-/// A config reading `topic` as `format`; `extra` lines go into the source table.
+/// A config reading `topic` as `format` in the group `{topic}-oceanflow`; `extra` lines go into
+/// the source table.
 fn config(
     dir: &Path,
     name: &str,
@@ -108,6 +115,35 @@ fn config(
     format: &str,
     extra: &str,
 ) -> PathBuf {
+    let source = KafkaSource {
+        brokers,
+        topic,
+        group: &format!("{topic}-oceanflow"),
+        format,
+        // Generous: these tests are not about lateness (the backlog tests are).
+        allowed_lateness: "3650days",
+    };
+    config_for(dir, name, &source, extra)
+}
+
+/// What a config's Kafka source reads, and how late its rows may be.
+struct KafkaSource<'a> {
+    brokers: &'a str,
+    topic: &'a str,
+    group: &'a str,
+    format: &'a str,
+    allowed_lateness: &'a str,
+}
+
+/// [`config`] for any group and lateness.
+fn config_for(dir: &Path, name: &str, source: &KafkaSource, extra: &str) -> PathBuf {
+    let KafkaSource {
+        brokers,
+        topic,
+        group,
+        format,
+        allowed_lateness,
+    } = source;
     let text = format!(
         r#"
 variables = ["temperature_c", "salinity_psu", "depth_m", "dissolved_oxygen"]
@@ -115,15 +151,14 @@ categorical = ["species"]
 
 [pipeline]
 workers = 1
-# Members read several Kafka partitions interleaved; lateness is judged per member.
-allowed_lateness = "3650days"
+allowed_lateness = "{allowed_lateness}"
 
 [[sources]]
 kind = "kafka"
 name = "kafka"
 brokers = "{brokers}"
 topics = ["{topic}"]
-group_id = "{topic}-oceanflow"
+group_id = "{group}"
 format = "{format}"
 poll_budget = "20ms"
 {extra}
