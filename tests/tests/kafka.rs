@@ -16,7 +16,7 @@ use std::time::Duration;
 use chrono::{TimeZone, Utc};
 use oceanflow_tests::kafka::Broker;
 use oceanflow_tests::oracle::{compute, OracleSpec, Row};
-use oceanflow_tests::{free_port, http_get, oceanflow_bin, wait_until, ChildGuard};
+use oceanflow_tests::{api_snapshot, free_port, http_get, oceanflow_bin, wait_until, ChildGuard};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde_json::{json, Value};
@@ -226,6 +226,31 @@ fn read_output(out: &Path) -> Value {
     serde_json::from_slice(&std::fs::read(out).expect("output written")).expect("output is JSON")
 }
 
+/// Stops a `--once` run over an unbounded topic: waits (bounded) until the served aggregates
+/// hold every row the process accepted, takes them from the API, then SIGTERMs it — an
+/// interrupted bounded run writes no output and exits 5.
+fn stop_with_snapshot(run: &mut ChildGuard, port: u16) -> Value {
+    let doc = wait_until(Duration::from_secs(60), || {
+        let accepted = metric(&scrape(port)?, "oceanflow_source_rows_total", &[]);
+        let doc = api_snapshot(port).ok()?;
+        let served: u64 = doc["stations"]
+            .as_array()?
+            .iter()
+            .filter_map(|row| row["count"].as_u64())
+            .sum();
+        (served as f64 == accepted).then_some(doc)
+    })
+    .expect("the served aggregates catch up with the accepted rows");
+    run.signal("TERM");
+    let status = wait_exit(run, RUN_TIMEOUT);
+    assert_eq!(
+        status.code(),
+        Some(5),
+        "an interrupted --once run exits 5: {status}"
+    );
+    doc
+}
+
 /// Runs to the end of the topic (`stop_at_end`) and returns the output.
 fn run_to_end(config: &Path, out: &Path, extra: &[&str]) -> Value {
     let mut child = spawn(config, out, None, extra);
@@ -391,7 +416,8 @@ fn interrupted_then_restarted(sig: &str, topic: &str, seed: u64, min_delivered: 
     run1.signal(sig);
     let status = wait_exit(&mut run1, RUN_TIMEOUT);
     if sig == "TERM" {
-        assert!(status.success(), "first run after SIGTERM: {status}");
+        // Interrupted before the end of the topic: no output, exit 5, but a final checkpoint.
+        assert_eq!(status.code(), Some(5), "first run after SIGTERM: {status}");
         // A graceful stop writes a final checkpoint and then commits what it covers.
         let after_first = committed(&broker, topic);
         assert!(
@@ -472,10 +498,8 @@ fn broker_outage_mid_stream_is_survived() {
     write_rows(&second_file, second);
     produce(&broker, topic, &second_file, "json", &[]);
     wait_delivered(&mut run, port, rows.len() as f64, Duration::from_secs(120));
-    run.signal("TERM");
-    let status = wait_exit(&mut run, RUN_TIMEOUT);
-    assert!(status.success(), "oceanflow after the outage: {status}");
-    assert_matches("across a broker outage", &rows, &read_output(&out));
+    let doc = stop_with_snapshot(&mut run, port);
+    assert_matches("across a broker outage", &rows, &doc);
 }
 
 #[test]
@@ -532,13 +556,11 @@ fn two_processes_in_one_group_share_the_partitions_and_cover_every_message() {
     })
     .expect("together they deliver every message");
     let per_process = [delivered(ports[0]), delivered(ports[1])];
-    for run in &runs {
-        run.signal("TERM");
-    }
-    for run in &mut runs {
-        let status = wait_exit(run, RUN_TIMEOUT);
-        assert!(status.success(), "after SIGTERM: {status}");
-    }
+    let docs: Vec<Value> = runs
+        .iter_mut()
+        .zip(ports)
+        .map(|(run, port)| stop_with_snapshot(run, port))
+        .collect();
     // Every station's count over both outputs covers the oracle's; what exceeds it was read
     // by both processes around the rebalance (only the first messages, before the split).
     let mut want: BTreeMap<String, u64> = BTreeMap::new();
@@ -546,8 +568,8 @@ fn two_processes_in_one_group_share_the_partitions_and_cover_every_message() {
         *want.entry(r.station.clone()).or_default() += 1;
     }
     let mut got: BTreeMap<String, u64> = BTreeMap::new();
-    for out in &outs {
-        for row in read_output(out)["stations"].as_array().expect("stations") {
+    for doc in &docs {
+        for row in doc["stations"].as_array().expect("stations") {
             *got.entry(row["station"].as_str().unwrap_or_default().to_string())
                 .or_default() += row["count"].as_u64().unwrap_or(0);
         }
@@ -622,14 +644,8 @@ fn malformed_messages_go_to_the_dead_letter_topic_and_metrics() {
         );
         assert_eq!(rejected, *n as f64, "pipeline rejections {reason}");
     }
-    run.signal("TERM");
-    let status = wait_exit(&mut run, RUN_TIMEOUT);
-    assert!(status.success(), "after SIGTERM: {status}");
-    assert_matches(
-        "good rows of a topic with 10% bad messages",
-        &rows,
-        &read_output(&out),
-    );
+    let doc = stop_with_snapshot(&mut run, port);
+    assert_matches("good rows of a topic with 10% bad messages", &rows, &doc);
 
     let letters = broker
         .client(
