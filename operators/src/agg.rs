@@ -1,10 +1,19 @@
 //! The aggregate diff: count, mean and sum of squared deviations (and min/max) per variable,
 //! carried as a differential-dataflow difference so state is one value per key.
 //!
-//! Merging uses Chan et al.'s pairwise update of (n, mean, M2) rather than raw sums of
-//! squares: it gives the same mean and variance, but does not lose precision when values sit
-//! far from zero (pressures, epoch-like depths). Min/max make the type a semigroup only: the
-//! inputs are insert-only, which is what the design allows for them.
+//! Moments: each [`VarStats`] keeps its own *shift*, one input value of its group, and the mean
+//! of the deviations from it and their M2 (sum of squared deviations from the mean). The
+//! deviations are of the size of the group's spread, not of its values, so a group near
+//! 1e9 ± 1e-3 keeps its spread to full precision, and a single value (deviation 0) has mean
+//! exactly that value; a constant series has deviations, M2 and stddev exactly 0.
+//!
+//! Merging is Chan et al.'s pairwise update of (n, mean, M2), done in the deviations of one
+//! operand's shift: the other's mean deviation is moved onto it by adding the difference of the
+//! two shifts, which is exact when they are within a factor two of each other (Sterbenz), i.e.
+//! whenever precision matters (shifts far apart mean a spread as large as the values). The
+//! operands are put in a canonical order first, so `a.merge(b)` and `b.merge(a)` are equal bit
+//! for bit; merging is associative only up to rounding. Min/max make the type a semigroup
+//! only: the inputs are insert-only, which is what the design allows for them.
 
 use std::cmp::Ordering;
 
@@ -16,10 +25,12 @@ use serde::{Deserialize, Serialize};
 pub struct VarStats {
     /// Non-null values seen.
     pub count: u64,
-    /// Mean of the values (0 when `count` is 0).
-    pub mean: f64,
+    /// One of the values (0 when `count` is 0): the origin of the deviations below.
+    shift: f64,
+    /// Mean of the deviations `x - shift` (the mean is `shift + shifted_mean`).
+    shifted_mean: f64,
     /// Sum of squared deviations from the mean.
-    pub m2: f64,
+    m2: f64,
     /// Smallest value (+inf when `count` is 0).
     pub min: f64,
     /// Largest value (-inf when `count` is 0).
@@ -36,7 +47,8 @@ impl VarStats {
     /// No values.
     pub const EMPTY: VarStats = VarStats {
         count: 0,
-        mean: 0.0,
+        shift: 0.0,
+        shifted_mean: 0.0,
         m2: 0.0,
         min: f64::INFINITY,
         max: f64::NEG_INFINITY,
@@ -46,27 +58,33 @@ impl VarStats {
     pub fn of(value: f64) -> VarStats {
         VarStats {
             count: 1,
-            mean: value,
+            shift: value,
+            shifted_mean: 0.0,
             m2: 0.0,
             min: value,
             max: value,
         }
     }
 
-    /// From the moments of `count` values: their mean, sum of squared deviations from it
-    /// (`m2`), minimum and maximum (e.g. statistics stored by an older checkpoint format).
+    /// From a plain mean and M2 (e.g. moments stored without a shift); the mean becomes the
+    /// shift. `count` 0 gives [`VarStats::EMPTY`].
     pub fn from_moments(count: u64, mean: f64, m2: f64, min: f64, max: f64) -> VarStats {
+        if count == 0 {
+            return VarStats::EMPTY;
+        }
         VarStats {
             count,
-            mean,
-            m2,
+            shift: mean,
+            shifted_mean: 0.0,
+            m2: m2.max(0.0),
             min,
             max,
         }
     }
 
-    /// From a shifted sum and sum of squares: `sum = Σ(x-shift)`, `sum_sq = Σ(x-shift)²`.
-    /// The shift keeps the single-pass batch accumulation precise (shift ≈ a typical value).
+    /// From sums of deviations from `shift`: `sum = Σ(x-shift)`, `sum_sq = Σ(x-shift)²`.
+    /// `shift` should be one of the values (pre-aggregation takes the group's first), so the
+    /// deviations, and the cancellation in `sum_sq - sum²/n`, stay of the size of the spread.
     pub fn from_shifted_sums(
         count: u64,
         shift: f64,
@@ -78,18 +96,18 @@ impl VarStats {
         if count == 0 {
             return VarStats::EMPTY;
         }
-        let n = count as f64;
-        let mean_shifted = sum / n;
+        let shifted_mean = sum / count as f64;
         VarStats {
             count,
-            mean: shift + mean_shifted,
-            m2: (sum_sq - sum * mean_shifted).max(0.0),
+            shift,
+            shifted_mean,
+            m2: (sum_sq - sum * shifted_mean).max(0.0),
             min,
             max,
         }
     }
 
-    /// Adds the observations summarised by `other`.
+    /// Adds the observations summarised by `other`. Commutative bit for bit.
     pub fn merge(&mut self, other: &VarStats) {
         if other.count == 0 {
             return;
@@ -98,19 +116,46 @@ impl VarStats {
             *self = *other;
             return;
         }
-        let (na, nb) = (self.count as f64, other.count as f64);
+        let (a, b) = match self.total_cmp(other) {
+            Ordering::Greater => (*other, *self),
+            _ => (*self, *other),
+        };
+        let (na, nb) = (a.count as f64, b.count as f64);
         let n = na + nb;
-        let delta = other.mean - self.mean;
-        self.mean += delta * nb / n;
-        self.m2 += other.m2 + delta * delta * na * nb / n;
-        self.count += other.count;
-        self.min = self.min.min(other.min);
-        self.max = self.max.max(other.max);
+        // b's mean deviation, moved onto a's shift (the shift difference is exact when the
+        // shifts are close, by Sterbenz).
+        let b_mean = b.shifted_mean + (b.shift - a.shift);
+        let delta = b_mean - a.shifted_mean;
+        *self = VarStats {
+            count: a.count + b.count,
+            shift: a.shift,
+            shifted_mean: a.shifted_mean + delta * (nb / n),
+            m2: a.m2 + b.m2 + delta * delta * (na * nb / n),
+            min: a.min.min(b.min),
+            max: a.max.max(b.max),
+        };
+    }
+
+    /// A total order on every field (floats by `total_cmp`): the canonical operand order of
+    /// [`VarStats::merge`] and the order of differences.
+    fn total_cmp(&self, other: &VarStats) -> Ordering {
+        self.shift
+            .total_cmp(&other.shift)
+            .then(self.count.cmp(&other.count))
+            .then(self.shifted_mean.total_cmp(&other.shifted_mean))
+            .then(self.m2.total_cmp(&other.m2))
+            .then(self.min.total_cmp(&other.min))
+            .then(self.max.total_cmp(&other.max))
     }
 
     /// Mean, or `None` without values.
     pub fn mean(&self) -> Option<f64> {
-        (self.count > 0).then_some(self.mean)
+        (self.count > 0).then_some(self.shift + self.shifted_mean)
+    }
+
+    /// Sum of squared deviations from the mean (0 without values).
+    pub fn m2(&self) -> f64 {
+        self.m2
     }
 
     /// Sample standard deviation (n − 1, as pandas), `None` below two values.
@@ -212,13 +257,7 @@ impl Ord for Stats {
     fn cmp(&self, other: &Self) -> Ordering {
         self.count.cmp(&other.count).then_with(|| {
             for (a, b) in self.vars.iter().zip(&other.vars) {
-                let o = a
-                    .count
-                    .cmp(&b.count)
-                    .then(a.mean.total_cmp(&b.mean))
-                    .then(a.m2.total_cmp(&b.m2))
-                    .then(a.min.total_cmp(&b.min))
-                    .then(a.max.total_cmp(&b.max));
+                let o = a.total_cmp(b);
                 if o != Ordering::Equal {
                     return o;
                 }
@@ -261,25 +300,97 @@ mod tests {
         assert_eq!(s.max(), Some(10.0));
     }
 
+    /// `a` merged with `b`.
+    fn merged(a: VarStats, b: &VarStats) -> VarStats {
+        let mut out = a;
+        out.merge(b);
+        out
+    }
+
     #[test]
-    fn merge_is_associative_and_commutative_up_to_rounding() {
+    fn merge_is_associative_up_to_rounding() {
         let (a, b, c) = (of(&[1.0, 2.0]), of(&[1e6, 1e6 + 1.0, 7.0]), of(&[-3.5]));
-        let mut left = a;
-        left.merge(&b);
-        left.merge(&c);
-        let mut bc = b;
-        bc.merge(&c);
-        let mut right = a;
-        right.merge(&bc);
-        let mut swapped = c;
-        swapped.merge(&a);
-        swapped.merge(&b);
+        let left = merged(merged(a, &b), &c);
+        let right = merged(a, &merged(b, &c));
+        let swapped = merged(merged(c, &a), &b);
         for other in [right, swapped] {
             assert_eq!(left.count, other.count);
-            assert!(close(left.mean, other.mean));
-            assert!(close(left.m2, other.m2));
+            assert!(close(left.mean().unwrap(), other.mean().unwrap()));
+            assert!(close(left.m2(), other.m2()));
             assert_eq!((left.min, left.max), (other.min, other.max));
         }
+    }
+
+    #[test]
+    fn merge_is_commutative_bit_for_bit() {
+        let parts = [
+            of(&[1e9 + 1e-3, 1e9 - 7e-4]),
+            of(&[1e9 - 2e-4]),
+            of(&[0.1, -0.3, 0.7]),
+            of(&[-1e9, 1e9]),
+            VarStats::EMPTY,
+        ];
+        for a in &parts {
+            for b in &parts {
+                let (ab, ba) = (merged(*a, b), merged(*b, a));
+                assert_eq!(ab.total_cmp(&ba), Ordering::Equal, "{a:?} + {b:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_single_value_has_exactly_its_mean() {
+        for x in [0.1, -1e9 - 1e-3, 5_000.000_1, f64::MIN_POSITIVE, 1e300] {
+            let s = VarStats::of(x);
+            assert_eq!(
+                (s.mean(), s.stddev(), s.min(), s.max()),
+                (Some(x), None, Some(x), Some(x))
+            );
+        }
+        assert_eq!(VarStats::EMPTY.mean(), None);
+    }
+
+    #[test]
+    fn a_constant_series_has_stddev_zero_after_merges_in_any_order() {
+        for x in [0.1, -1e9 - 1e-3, 5_000.000_1, 1e300] {
+            let parts = [of(&[x]), of(&[x, x, x]), of(&[x, x])];
+            for order in [[0, 1, 2], [2, 1, 0], [1, 0, 2]] {
+                let left = order
+                    .iter()
+                    .fold(VarStats::EMPTY, |s, &i| merged(s, &parts[i]));
+                let right = merged(parts[order[0]], &merged(parts[order[1]], &parts[order[2]]));
+                for s in [left, right] {
+                    assert_eq!((s.count, s.mean(), s.stddev()), (6, Some(x), Some(0.0)));
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn shifts_are_converted_when_merging() {
+        // Steps of 2^-10 (about 1e-3) above 1e9, exact in f64; the means alone (ulp 1.2e-7)
+        // would lose the deviations after a few merges.
+        let step = 2f64.powi(-10);
+        let xs: Vec<f64> = (0..8).map(|i| 1e9 + f64::from(i) * step).collect();
+        let (exact_mean, exact_m2) = (1e9 + 3.5 * step, 42.0 * step * step);
+        let with_shift = |shift: f64| {
+            let sum: f64 = xs.iter().map(|x| x - shift).sum();
+            let sum_sq: f64 = xs.iter().map(|x| (x - shift).powi(2)).sum();
+            VarStats::from_shifted_sums(8, shift, sum, sum_sq, xs[0], xs[7])
+        };
+        let (low, high) = (with_shift(xs[0]), with_shift(xs[7]));
+        assert_ne!(low.shift, high.shift);
+        let pairs = xs
+            .chunks(2)
+            .map(of)
+            .fold(VarStats::EMPTY, |s, p| merged(s, &p));
+        for s in [low, high, pairs, merged(of(&xs[..3]), &of(&xs[3..]))] {
+            assert_eq!(s.mean(), Some(exact_mean), "{s:?}");
+            assert!((s.m2() - exact_m2).abs() <= 1e-12 * exact_m2, "{s:?}");
+        }
+        let both = merged(low, &high);
+        assert_eq!((both.count, both.mean()), (16, Some(exact_mean)));
+        assert!((both.m2() - 2.0 * exact_m2).abs() <= 1e-12 * exact_m2);
     }
 
     #[test]
@@ -290,8 +401,21 @@ mod tests {
         let sum_sq: f64 = xs.iter().map(|x| (x - shift).powi(2)).sum();
         let s = VarStats::from_shifted_sums(4, shift, sum, sum_sq, 101_324.5, 101_326.0);
         let reference = of(&xs);
-        assert!(close(s.mean, reference.mean));
-        assert!(close(s.m2, reference.m2));
+        assert!(close(s.mean().unwrap(), reference.mean().unwrap()));
+        assert!(close(s.m2(), reference.m2()));
+    }
+
+    #[test]
+    fn plain_moments_are_taken_as_they_are() {
+        let s = VarStats::from_moments(3, 2.5, 8.0, 1.0, 4.0);
+        assert_eq!(
+            (s.mean(), s.stddev(), s.min(), s.max()),
+            (Some(2.5), Some(2.0), Some(1.0), Some(4.0))
+        );
+        assert_eq!(
+            VarStats::from_moments(0, 9.0, 1.0, 9.0, 9.0),
+            VarStats::EMPTY
+        );
     }
 
     #[test]

@@ -43,7 +43,7 @@ use crate::keys::{DistinctKey, GroupKey};
 /// assert_eq!(changes.len(), 3);
 /// assert_eq!((changes[0].0 .1.count, changes[0].2), (1, 1));
 /// assert_eq!((changes[1].0 .1.count, changes[1].1, changes[1].2), (1, 1, -1));
-/// assert_eq!((changes[2].0 .1.count, changes[2].0 .1.vars[0].mean), (2, 2.0));
+/// assert_eq!((changes[2].0 .1.count, changes[2].0 .1.vars[0].mean()), (2, Some(2.0)));
 /// ```
 pub fn aggregates<'scope, T>(
     partials: VecCollection<'scope, T, GroupKey, Stats>,

@@ -11,9 +11,12 @@
 //!    R-tree lookup, skipped when the position repeats).
 //! 2. *Moments*: per variable, one pass over the column (nulls skipped through the validity
 //!    bitmap, NaN and infinities treated as null) adds `x - shift` and `(x - shift)²` into the
-//!    slots of every family, the shift being the first usable value of the column.
-//! 3. *Roll-up*: time cells are merged into bucket and calendar keys (sums with one shift add
-//!    exactly), and every slot becomes a [`Stats`] through [`VarStats::from_shifted_sums`].
+//!    slots of every family. Each slot has its own shift, its first usable value (taken when
+//!    its count is still 0), so a group's sums are of the size of its own spread whatever the
+//!    other groups of the batch hold.
+//! 3. *Roll-up*: every slot becomes a [`VarStats`] through [`VarStats::from_shifted_sums`]
+//!    (keeping its shift), and time cells are merged into bucket and calendar keys through
+//!    [`VarStats::merge`], which converts between the cells' shifts.
 //!
 //! Rows with a null time are skipped; rows whose time is outside the calendar range (about
 //! ±262 000 years) count for the station and regional families only.
@@ -124,7 +127,6 @@ struct Scratch {
     regions: Slots,
     /// `(row, region)` for every row in a region.
     region_rows: Vec<(u32, u32)>,
-    shifts: Vec<f64>,
     /// Distinct pass: `value * regions + region` already reported.
     seen: Vec<bool>,
     /// Distinct pass: `(region, value)` in order of discovery.
@@ -172,24 +174,30 @@ impl Slots {
             .resize(self.rows.len() * variables, Moments::EMPTY);
     }
 
-    fn stats(&self, slot: usize, shifts: &[f64]) -> Stats {
-        let n = shifts.len();
+    /// The moments of every variable of `slot` (`variables` of them).
+    fn var_stats(&self, slot: usize, variables: usize) -> impl Iterator<Item = VarStats> + '_ {
+        self.moments
+            .get(slot * variables..(slot + 1) * variables)
+            .unwrap_or_default()
+            .iter()
+            .map(|m| m.to_var_stats())
+    }
+
+    fn stats(&self, slot: usize, variables: usize) -> Stats {
         Stats {
             count: self.rows.get(slot).copied().unwrap_or(0),
-            vars: self.moments[slot * n..(slot + 1) * n]
-                .iter()
-                .zip(shifts)
-                .map(|(m, shift)| m.to_var_stats(*shift))
-                .collect(),
+            vars: self.var_stats(slot, variables).collect(),
             retracted: 0,
         }
     }
 }
 
-/// Shifted sums of one variable over one slot.
+/// Sums of deviations from the slot's own shift, for one variable over one slot.
 #[derive(Debug, Clone, Copy)]
 struct Moments {
     count: u64,
+    /// The slot's first usable value.
+    shift: f64,
     sum: f64,
     sum_sq: f64,
     min: f64,
@@ -199,6 +207,7 @@ struct Moments {
 impl Moments {
     const EMPTY: Moments = Moments {
         count: 0,
+        shift: 0.0,
         sum: 0.0,
         sum_sq: 0.0,
         min: f64::INFINITY,
@@ -206,7 +215,11 @@ impl Moments {
     };
 
     #[inline]
-    fn add(&mut self, value: f64, shifted: f64) {
+    fn add(&mut self, value: f64) {
+        if self.count == 0 {
+            self.shift = value;
+        }
+        let shifted = value - self.shift;
         self.count += 1;
         self.sum += shifted;
         self.sum_sq += shifted * shifted;
@@ -218,17 +231,15 @@ impl Moments {
         }
     }
 
-    /// Adds sums taken with the same shift.
-    fn merge(&mut self, other: &Moments) {
-        self.count += other.count;
-        self.sum += other.sum;
-        self.sum_sq += other.sum_sq;
-        self.min = self.min.min(other.min);
-        self.max = self.max.max(other.max);
-    }
-
-    fn to_var_stats(self, shift: f64) -> VarStats {
-        VarStats::from_shifted_sums(self.count, shift, self.sum, self.sum_sq, self.min, self.max)
+    fn to_var_stats(self) -> VarStats {
+        VarStats::from_shifted_sums(
+            self.count,
+            self.shift,
+            self.sum,
+            self.sum_sq,
+            self.min,
+            self.max,
+        )
     }
 }
 
@@ -349,8 +360,6 @@ impl PreAggregator {
     fn accumulate_moments(&mut self, c: &Columns<'_>) {
         let s = &mut self.scratch;
         let n = c.vars.len();
-        s.shifts.clear();
-        s.shifts.extend(c.vars.iter().map(|col| first_usable(col)));
         for family in [
             &mut s.station,
             &mut s.cells,
@@ -359,11 +368,10 @@ impl PreAggregator {
         ] {
             family.size_moments(n);
         }
-        for (var, (col, &shift)) in c.vars.iter().zip(&s.shifts).enumerate() {
+        for (var, col) in c.vars.iter().enumerate() {
             let column = Column {
                 values: col.values(),
                 nulls: col.nulls(),
-                shift,
                 var,
                 variables: n,
             };
@@ -377,16 +385,16 @@ impl PreAggregator {
     /// Pass 3: slots and rolled-up time cells into keyed [`Stats`].
     fn emit_groups(&self, layout: &Layout<'_>, out: &mut Partials) {
         let s = &self.scratch;
-        let shifts = &s.shifts;
+        let variables = self.spec.variables.len();
         for (id, name) in layout.stations.iter().enumerate() {
             if s.station.rows.get(id).is_some_and(|n| *n > 0) {
                 out.groups.push((
                     GroupKey::Station(name.to_string()),
-                    s.station.stats(id, shifts),
+                    s.station.stats(id, variables),
                 ));
             }
         }
-        let mut rollup = RollUp::new(shifts.len());
+        let mut rollup = RollUp::new(variables);
         for (slot, &start) in layout.cell_starts.iter().enumerate() {
             for &width in &self.spec.buckets {
                 if let Some(start_us) = bucket_start(width, start) {
@@ -419,12 +427,12 @@ impl PreAggregator {
                 }
             }
         }
-        rollup.emit(shifts, out);
+        rollup.emit(out);
         for (region, n) in (0u32..).zip(&s.regions.rows) {
             if *n > 0 {
                 out.groups.push((
                     GroupKey::Region(region),
-                    s.regions.stats(region as usize, shifts),
+                    s.regions.stats(region as usize, variables),
                 ));
             }
         }
@@ -474,7 +482,6 @@ struct Layout<'a> {
 struct Column<'a> {
     values: &'a [f64],
     nulls: Option<&'a NullBuffer>,
-    shift: f64,
     var: usize,
     variables: usize,
 }
@@ -495,7 +502,7 @@ impl Column<'_> {
             }
             if let Some(v) = self.usable(row) {
                 if let Some(m) = moments.get_mut(slot as usize * self.variables + self.var) {
-                    m.add(v, v - self.shift);
+                    m.add(v);
                 }
             }
         }
@@ -506,22 +513,17 @@ impl Column<'_> {
         for &(row, slot) in pairs {
             if let Some(v) = self.usable(row as usize) {
                 if let Some(m) = moments.get_mut(slot as usize * self.variables + self.var) {
-                    m.add(v, v - self.shift);
+                    m.add(v);
                 }
             }
         }
     }
 }
 
-/// The first usable value of a column, the shift of its sums (0 when there is none).
-fn first_usable(col: &Float64Array) -> f64 {
-    col.iter().flatten().find(|v| v.is_finite()).unwrap_or(0.0)
-}
-
-/// Merges slots into keys: the sums of one batch share their shifts, so they add exactly.
+/// Merges slots into keys. Slots have shifts of their own, so they merge as [`VarStats`].
 struct RollUp {
     variables: usize,
-    keys: BTreeMap<GroupKey, (u64, Vec<Moments>)>,
+    keys: BTreeMap<GroupKey, Stats>,
 }
 
 impl RollUp {
@@ -534,34 +536,15 @@ impl RollUp {
 
     fn add(&mut self, key: GroupKey, slots: &Slots, slot: usize) {
         let n = self.variables;
-        let (rows, moments) = self
-            .keys
-            .entry(key)
-            .or_insert_with(|| (0, vec![Moments::EMPTY; n]));
-        *rows += slots.rows.get(slot).copied().unwrap_or(0);
-        if let Some(from) = slots.moments.get(slot * n..(slot + 1) * n) {
-            for (m, f) in moments.iter_mut().zip(from) {
-                m.merge(f);
-            }
+        let stats = self.keys.entry(key).or_insert_with(|| Stats::empty(n));
+        stats.count += slots.rows.get(slot).copied().unwrap_or(0);
+        for (s, from) in stats.vars.iter_mut().zip(slots.var_stats(slot, n)) {
+            s.merge(&from);
         }
     }
 
-    fn emit(self, shifts: &[f64], out: &mut Partials) {
-        for (key, (count, moments)) in self.keys {
-            let vars = moments
-                .iter()
-                .zip(shifts)
-                .map(|(m, shift)| m.to_var_stats(*shift))
-                .collect();
-            out.groups.push((
-                key,
-                Stats {
-                    count,
-                    vars,
-                    retracted: 0,
-                },
-            ));
-        }
+    fn emit(self, out: &mut Partials) {
+        out.groups.extend(self.keys);
     }
 }
 
@@ -1064,9 +1047,15 @@ mod tests {
     fn every_family_of_a_small_batch() {
         let p = run(&ROWS, false);
         let a = group(&p, &GroupKey::Station("a".into()));
-        assert_eq!((a.count, a.vars[0].count, a.vars[0].mean), (3, 1, 1.0));
+        assert_eq!(
+            (a.count, a.vars[0].count, a.vars[0].mean()),
+            (3, 1, Some(1.0))
+        );
         let b = group(&p, &GroupKey::Station("b".into()));
-        assert_eq!((b.count, b.vars[0].count, b.vars[0].mean), (2, 2, 3.0));
+        assert_eq!(
+            (b.count, b.vars[0].count, b.vars[0].mean()),
+            (2, 2, Some(3.0))
+        );
         assert_eq!(b.vars[0].stddev(), Some(2f64.sqrt()));
         let day0 = GroupKey::Bucket {
             width: BucketWidth::Day,
