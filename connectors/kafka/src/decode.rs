@@ -466,5 +466,10 @@ mod tests {
         assert_eq!(out.num_columns(), 2);
         assert_eq!(out.schema().field(1).name(), "timestamp");
         assert_eq!(out.column(1).null_count(), 1);
+        // A rejected row's dead-letter record renders the `Timestamp(ms, "UTC")` column.
+        assert_eq!(
+            oceanflow_connectors::record::row_as_json(&out, 0),
+            r#"{"station_id":"A","timestamp":"1970-01-01T00:00:01Z"}"#
+        );
     }
 }
