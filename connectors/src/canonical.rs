@@ -6,8 +6,14 @@
 //! drops the rejected rows with one filter over all columns. Good rows never go through
 //! per-row `String`s.
 //!
-//! Checks run in a fixed order — time, station, latitude, longitude, then the variables — and a
-//! rejected row carries the reason of the first check it failed.
+//! Checks run in a fixed order — time, station, latitude, longitude, a missing position, then
+//! the variables — and a rejected row carries the reason of the first check it failed.
+//!
+//! Positions are stricter than variables: a latitude or longitude that is not finite (`inf`,
+//! `NaN`, `1e400`) or out of range rejects the row (`latitude_out_of_range`,
+//! `longitude_out_of_range`) instead of becoming missing, and when the input has position
+//! columns a row without a latitude or longitude is rejected as `missing_position`. An input
+//! without position columns (a CSV header, a Parquet schema without them) is unpositioned.
 
 use std::sync::Arc;
 
@@ -18,10 +24,9 @@ use arrow_array::types::{
 };
 use arrow_array::{
     new_null_array, Array, ArrayRef, ArrowPrimitiveType, BooleanArray, Float64Array,
-    PrimitiveArray, RecordBatch, StringArray, UInt32Array,
+    PrimitiveArray, RecordBatch, StringArray,
 };
 use arrow_cast::cast::{cast_with_options, CastOptions};
-use arrow_cast::display::{ArrayFormatter, FormatOptions};
 use arrow_cast::parse::{string_to_datetime, Parser};
 use arrow_schema::{ArrowError, DataType, SchemaRef, TimeUnit};
 use arrow_select::filter::FilterBuilder;
@@ -29,6 +34,7 @@ use chrono::Utc;
 use oceanflow_config::schema::{self, observation_schema};
 use oceanflow_config::ColumnMapping;
 
+use crate::record::row_as_json;
 use crate::{RejectReason, Rejected, SourceBatch, SourceError};
 
 /// Converts source batches of one source into the canonical observation schema.
@@ -44,6 +50,9 @@ pub struct Canonicalizer {
     /// Source column of each configured categorical field, in config order.
     categorical: Vec<String>,
     schema: SchemaRef,
+    /// Whether a row with neither latitude nor longitude is kept (unpositioned) rather than
+    /// rejected as `missing_position` when the input has position columns.
+    unpositioned_rows: bool,
 }
 
 /// Where the rows of a batch came from: their row numbers and, for text formats that keep it,
@@ -113,7 +122,16 @@ impl Canonicalizer {
                 .map(|c| mapping.categorical_column(c).to_string())
                 .collect(),
             schema: observation_schema(variables, categorical),
+            unpositioned_rows: false,
         }
+    }
+
+    /// Keeps rows with neither latitude nor longitude, without a position, instead of rejecting
+    /// them as `missing_position` (a row with only one of them is still rejected): for sources
+    /// whose records legitimately may have no position (ODP occurrence data).
+    pub fn allow_unpositioned_rows(mut self) -> Self {
+        self.unpositioned_rows = true;
+        self
     }
 
     /// The canonical schema of the batches this converter produces.
@@ -173,16 +191,30 @@ impl Canonicalizer {
         columns.push(convert_time(&self.time, time, &mut rejections).map_err(arrow_err)?);
         let station = self.required(partition, batch, &self.station, schema::STATION)?;
         columns.push(convert_station(station, &mut rejections).map_err(arrow_err)?);
-        for (name, range, reason) in [
+        // An input without position columns is unpositioned; one with them needs a position
+        // in every row (see `allow_unpositioned_rows`).
+        let positioned = [&self.latitude, &self.longitude]
+            .iter()
+            .any(|name| batch.column_by_name(name).is_some());
+        for (name, limit, reason) in [
             (&self.latitude, 90.0, RejectReason::LatitudeOutOfRange),
             (&self.longitude, 180.0, RejectReason::LongitudeOutOfRange),
         ] {
             let column = match batch.column_by_name(name) {
-                Some(array) => convert_number(name, array, &mut rejections).map_err(arrow_err)?,
+                Some(array) => {
+                    let check = PositionCheck {
+                        name,
+                        limit,
+                        reason,
+                    };
+                    convert_position(&check, array, &mut rejections).map_err(arrow_err)?
+                }
                 None => new_null_array(&DataType::Float64, rows),
             };
-            check_range(name, &column, range, reason, &mut rejections);
             columns.push(column);
+        }
+        if positioned {
+            self.reject_missing_positions(&columns[2], &columns[3], &mut rejections);
         }
         for name in &self.variables {
             columns.push(match batch.column_by_name(name) {
@@ -212,6 +244,29 @@ impl Canonicalizer {
             position: None,
             lanes: None,
         })
+    }
+
+    /// Rejects the rows without a latitude or longitude (only those with one but not the other
+    /// when unpositioned rows are allowed).
+    fn reject_missing_positions(
+        &self,
+        latitude: &ArrayRef,
+        longitude: &ArrayRef,
+        rejections: &mut Rejections,
+    ) {
+        if latitude.null_count() == 0 && longitude.null_count() == 0 {
+            return;
+        }
+        for row in 0..latitude.len() {
+            let missing = match (latitude.is_null(row), longitude.is_null(row)) {
+                (false, false) => continue,
+                (true, true) if self.unpositioned_rows => continue,
+                (true, true) => format!("no {} and no {}", self.latitude, self.longitude),
+                (true, false) => format!("column {}: no value", self.latitude),
+                (false, true) => format!("column {}: no value", self.longitude),
+            };
+            rejections.add(row, RejectReason::MissingPosition, || missing);
+        }
     }
 
     /// The column `name` of `batch`, or [`SourceError::MissingColumn`].
@@ -249,20 +304,17 @@ impl Canonicalizer {
             return Vec::new();
         }
         found.sort_by_key(|(row, _, _)| *row);
-        let indices: Vec<usize> = found.iter().map(|(row, _, _)| *row).collect();
-        let mut records = records_as_json(batch, &indices).into_iter();
         found
             .into_iter()
-            .map(|(index, reason, detail)| {
-                let json = records.next().unwrap_or_default();
-                Rejected {
-                    source: self.source.clone(),
-                    partition: partition.to_string(),
-                    row: Some(origin.row(index)),
-                    reason,
-                    detail,
-                    record: origin.raw_record(index).unwrap_or(json),
-                }
+            .map(|(index, reason, detail)| Rejected {
+                source: self.source.clone(),
+                partition: partition.to_string(),
+                row: Some(origin.row(index)),
+                reason,
+                detail,
+                record: origin
+                    .raw_record(index)
+                    .unwrap_or_else(|| row_as_json(batch, index)),
             })
             .collect()
     }
@@ -528,21 +580,73 @@ fn is_non_finite_word(value: &str) -> bool {
         .any(|word| unsigned.eq_ignore_ascii_case(word))
 }
 
-/// Rejects rows whose value lies outside `[-limit, limit]`.
-fn check_range(
-    name: &str,
-    numbers: &ArrayRef,
+/// How one position column is judged.
+struct PositionCheck<'a> {
+    name: &'a str,
+    /// Valid values lie in `[-limit, limit]`.
     limit: f64,
+    /// The reason of a value outside them (or not finite).
     reason: RejectReason,
+}
+
+/// Converts a latitude or longitude column to `Float64`, rejecting text that is not a number
+/// (`non_numeric`) and values that are not finite or out of range (`check.reason`). Unlike a
+/// variable, a non-finite position is never turned into a missing one.
+fn convert_position(
+    check: &PositionCheck<'_>,
+    array: &ArrayRef,
     rejections: &mut Rejections,
-) {
+) -> Result<ArrayRef, ArrowError> {
+    let name = check.name;
+    let numbers: ArrayRef = match array.data_type() {
+        DataType::Float64 => Arc::clone(array),
+        t if is_text(t) => {
+            let text = as_utf8(array)?;
+            let parsed: Float64Array = text
+                .as_string::<i32>()
+                .iter()
+                .enumerate()
+                .map(|(row, value)| {
+                    let value = value.map(str::trim).unwrap_or_default();
+                    if value.is_empty() {
+                        return None;
+                    }
+                    match Float64Type::parse(value) {
+                        Some(v) if v.is_finite() => return Some(v),
+                        None if !is_non_finite_word(value) => {
+                            rejections.add(row, RejectReason::NonNumeric, || {
+                                format!("column {name}: {value:?} is not a number")
+                            });
+                        }
+                        _ => rejections.add(row, check.reason, || {
+                            format!("column {name}: {value:?} is not finite")
+                        }),
+                    }
+                    None
+                })
+                .collect();
+            Arc::new(parsed)
+        }
+        t if t.is_numeric() => cast_with_options(array, &DataType::Float64, &safe_cast())?,
+        other => {
+            return Err(ArrowError::CastError(format!(
+                "column {name:?} has type {other}; expected numbers or text"
+            )))
+        }
+    };
+    let limit = check.limit;
     for (row, value) in numbers.as_primitive::<Float64Type>().iter().enumerate() {
-        if let Some(v) = value.filter(|v| !(-limit..=limit).contains(v)) {
-            rejections.add(row, reason, || {
+        match value {
+            Some(v) if !v.is_finite() => rejections.add(row, check.reason, || {
+                format!("column {name}: {v} is not finite")
+            }),
+            Some(v) if !(-limit..=limit).contains(&v) => rejections.add(row, check.reason, || {
                 format!("column {name}: {v} is outside [-{limit}, {limit}]")
-            });
+            }),
+            _ => {}
         }
     }
+    Ok(numbers)
 }
 
 /// Converts a categorical column to `Utf8`, empty text becoming null.
@@ -567,49 +671,6 @@ fn keep_good_rows(columns: Vec<ArrayRef>, flagged: &[bool]) -> Result<Vec<ArrayR
     let keep: BooleanArray = flagged.iter().map(|bad| Some(!bad)).collect();
     let predicate = FilterBuilder::new(&keep).optimize().build();
     columns.iter().map(|c| predicate.filter(c)).collect()
-}
-
-/// The rows `indices` of `batch` as JSON object texts, in order.
-fn records_as_json(batch: &RecordBatch, indices: &[usize]) -> Vec<String> {
-    let taken = u32_indices(indices)
-        .and_then(|idx| arrow_select::take::take_record_batch(batch, &idx).ok());
-    let lines = taken.and_then(|rows| {
-        let mut writer = arrow_json::LineDelimitedWriter::new(Vec::new());
-        writer.write(&rows).ok()?;
-        writer.finish().ok()?;
-        String::from_utf8(writer.into_inner()).ok()
-    });
-    match lines {
-        Some(text) => text.lines().map(str::to_string).collect(),
-        None => indices
-            .iter()
-            .map(|&row| record_as_display(batch, row))
-            .collect(),
-    }
-}
-
-fn u32_indices(indices: &[usize]) -> Option<UInt32Array> {
-    indices
-        .iter()
-        .map(|&i| u32::try_from(i).ok().map(Some))
-        .collect()
-}
-
-/// Fallback record text for types the JSON writer does not support: every value displayed as
-/// text.
-fn record_as_display(batch: &RecordBatch, row: usize) -> String {
-    let options = FormatOptions::default();
-    let mut object = serde_json::Map::new();
-    for (field, column) in batch.schema().fields().iter().zip(batch.columns()) {
-        if column.is_null(row) {
-            continue;
-        }
-        let value = ArrayFormatter::try_new(column.as_ref(), &options)
-            .map(|f| f.value(row).to_string())
-            .unwrap_or_default();
-        object.insert(field.name().clone(), serde_json::Value::String(value));
-    }
-    serde_json::Value::Object(object).to_string()
 }
 
 #[cfg(test)]

@@ -3,7 +3,9 @@
 //! Paths are expanded and sorted, so partitions are the same on every run. Parquet files are
 //! split into one partition per row group (id `PATH#rgN`) so that workers can share a large
 //! file; every other format is one partition per file (id `PATH`). Readers stream: memory is
-//! bounded by a few batches of `batch_rows` rows, whatever the file size.
+//! bounded by a few batches of `batch_rows` rows, whatever the file size. Each partition is one
+//! lane ([`SourceBatch::lanes`](crate::SourceBatch) is `None`): a file's (or row group's) rows
+//! are judged late against its own newest event time.
 //!
 //! Text formats are decoded as text (every column `Utf8`) and converted by the
 //! [`Canonicalizer`], so a bad value rejects its row instead of failing a batch; lines that

@@ -11,14 +11,19 @@
 //! - [`canonical`]: converting a source batch into the canonical schema through a column
 //!   mapping, with per-row validation (time, numbers, position ranges).
 //! - [`dead_letter`]: the NDJSON dead-letter writer.
+//! - [`record`]: a batch row as a JSON record (dead letters of batch rows).
 //!
 //! A source is split into [`Partition`]s. A partition is the unit a timely worker reads and the
 //! unit of lateness: its rows are judged late against the newest event time *of that
-//! partition*, so results do not depend on how partitions are spread over workers.
+//! partition*, so results do not depend on how partitions are spread over workers. A partition
+//! that interleaves independently ordered streams names them as [`Lanes`] (a Kafka member's
+//! topic-partitions, a vessel's devices); lateness is then judged per lane. Files, Parquet row
+//! groups, Arrow IPC files, the synthetic feed and ODP result streams are one lane each.
 
 pub mod canonical;
 pub mod dead_letter;
 pub mod file;
+pub mod record;
 pub mod synthetic;
 
 use arrow_array::RecordBatch;
@@ -42,6 +47,8 @@ pub enum RejectReason {
     LatitudeOutOfRange,
     /// Longitude outside [-180, 180] (or not finite).
     LongitudeOutOfRange,
+    /// The input has position columns but this row's latitude or longitude is empty.
+    MissingPosition,
     /// Older than the partition's watermark (newest event time minus the allowed lateness).
     TooLate,
     /// A geometry (WKT/GeoJSON) could not be parsed.
@@ -52,7 +59,7 @@ pub enum RejectReason {
 
 impl RejectReason {
     /// Every reason, for pre-registering metric series.
-    pub const ALL: [RejectReason; 10] = [
+    pub const ALL: [RejectReason; 11] = [
         RejectReason::Malformed,
         RejectReason::MissingTime,
         RejectReason::UnparseableTime,
@@ -60,6 +67,7 @@ impl RejectReason {
         RejectReason::NonNumeric,
         RejectReason::LatitudeOutOfRange,
         RejectReason::LongitudeOutOfRange,
+        RejectReason::MissingPosition,
         RejectReason::TooLate,
         RejectReason::UnparseableGeometry,
         RejectReason::BadChecksum,
@@ -75,6 +83,7 @@ impl RejectReason {
             RejectReason::NonNumeric => "non_numeric",
             RejectReason::LatitudeOutOfRange => "latitude_out_of_range",
             RejectReason::LongitudeOutOfRange => "longitude_out_of_range",
+            RejectReason::MissingPosition => "missing_position",
             RejectReason::TooLate => "too_late",
             RejectReason::UnparseableGeometry => "unparseable_geometry",
             RejectReason::BadChecksum => "bad_checksum",
@@ -128,6 +137,31 @@ pub struct Lanes {
     pub ids: Vec<String>,
     /// Per canonical row, the index of its lane in [`Lanes::ids`].
     pub of_row: Vec<u32>,
+}
+
+impl Lanes {
+    /// The lanes of rows whose lane ids are `of_row`, in row order; ids are numbered in the
+    /// order first seen.
+    pub fn from_row_ids<'a>(of_row: impl IntoIterator<Item = &'a str>) -> Lanes {
+        let mut lanes = Lanes::default();
+        for id in of_row {
+            let index = match lanes.ids.iter().position(|known| known == id) {
+                Some(index) => index,
+                None => {
+                    lanes.ids.push(id.to_string());
+                    lanes.ids.len() - 1
+                }
+            };
+            lanes.of_row.push(index as u32);
+        }
+        lanes
+    }
+
+    /// The lane id of row `row`.
+    pub fn of(&self, row: usize) -> Option<&str> {
+        let index = *self.of_row.get(row)?;
+        self.ids.get(index as usize).map(String::as_str)
+    }
 }
 
 impl SourceBatch {

@@ -7,7 +7,8 @@
 //!
 //! Values are drawn row by row from one `ChaCha8Rng` seeded with the configured seed, in a fixed
 //! order, so equal configs give equal rows whatever the batch size; they are collected into
-//! column vectors and turned into Arrow arrays once per batch.
+//! column vectors and turned into Arrow arrays once per batch. The feed is one partition of
+//! one lane (its event times only grow).
 
 use std::sync::Arc;
 use std::time::Instant;

@@ -18,6 +18,7 @@ use std::sync::Arc;
 
 use arrow_array::{Array, ArrayRef, RecordBatch, TimestampMillisecondArray};
 use arrow_schema::{ArrowError, DataType, Field, Schema, SchemaRef, TimeUnit};
+use oceanflow_connectors::{Lanes, Rejected};
 
 /// Why a message (or one row of it) could not be decoded, and the text to report as its record.
 #[derive(Debug, Clone, PartialEq)]
@@ -219,6 +220,24 @@ fn decode_split(
     Some(Decoded { batch, rows })
 }
 
+/// The lanes of the canonical rows made from decoded rows: decoded row `i` came from message
+/// `rows[i]` (of lane `message_lanes[rows[i]]`), and the canonicaliser kept the decoded rows
+/// it did not reject, in order. `rejected` are its rejections, numbered by decoded row.
+pub(crate) fn kept_lanes(message_lanes: &[String], rows: &[usize], rejected: &[Rejected]) -> Lanes {
+    let mut dropped = vec![false; rows.len()];
+    for row in rejected.iter().filter_map(|r| r.row) {
+        if let Some(flag) = usize::try_from(row).ok().and_then(|i| dropped.get_mut(i)) {
+            *flag = true;
+        }
+    }
+    Lanes::from_row_ids(
+        rows.iter()
+            .zip(&dropped)
+            .filter(|(_, dropped)| !**dropped)
+            .map(|(&message, _)| message_lanes.get(message).map_or("", String::as_str)),
+    )
+}
+
 /// Decodes one Arrow IPC stream payload into its record batches.
 pub(crate) fn decode_ipc(payload: Option<&[u8]>) -> Result<Vec<RecordBatch>, String> {
     let bytes = payload.filter(|p| !p.is_empty()).ok_or("empty payload")?;
@@ -345,6 +364,71 @@ mod tests {
         );
     }
 
+    /// A poll mixing partitions, with rejected rows between kept ones: each canonical row
+    /// keeps the lane of its own message.
+    #[test]
+    fn kept_rows_carry_the_lane_of_their_message() {
+        let canon = oceanflow_connectors::canonical::Canonicalizer::new(
+            "k",
+            &oceanflow_config::ColumnMapping::default(),
+            &["temperature_c".into()],
+            &[],
+        );
+        let schema = text_schema(&canon.source_columns());
+        // (partition, payload): message 2 holds two rows, of which the first is rejected.
+        let messages = [
+            (
+                "obs/0",
+                r#"{"timestamp":"2020-01-01T00:00:00Z","station_id":"A","latitude":1,"longitude":1}"#,
+            ),
+            (
+                "obs/1",
+                r#"{"timestamp":"2020-01-01T00:00:00Z","station_id":"B","latitude":99,"longitude":1}"#,
+            ),
+            (
+                "obs/2",
+                r#"[{"timestamp":"never","station_id":"X","latitude":1,"longitude":1},{"timestamp":"2020-01-01T00:00:00Z","station_id":"C","latitude":1,"longitude":1}]"#,
+            ),
+            (
+                "obs/1",
+                r#"{"timestamp":"2020-01-01T00:00:00Z","station_id":"D","latitude":1,"longitude":1}"#,
+            ),
+            (
+                "obs/0",
+                r#"{"timestamp":"2020-01-01T00:00:00Z","station_id":"E","latitude":1,"longitude":1,"temperature_c":"warm"}"#,
+            ),
+            (
+                "obs/2",
+                r#"{"timestamp":"2020-01-01T00:00:00Z","station_id":"F","latitude":1,"longitude":1}"#,
+            ),
+        ];
+        let payloads: Vec<Option<&[u8]>> =
+            messages.iter().map(|(_, p)| Some(p.as_bytes())).collect();
+        let (decoded, malformed) = decode_json(&schema, &payloads);
+        assert!(malformed.is_empty(), "{malformed:?}");
+        let decoded = decoded.expect("rows");
+        let out = canon
+            .convert("member", 0, &decoded.batch)
+            .expect("converts");
+        assert_eq!(out.rejected.len(), 3, "{:?}", out.rejected);
+        let message_lanes: Vec<String> = messages.iter().map(|(l, _)| l.to_string()).collect();
+        let lanes = kept_lanes(&message_lanes, &decoded.rows, &out.rejected);
+        assert_eq!(lanes.of_row.len(), out.batch.num_rows());
+        let stations = out.batch.column(1).as_string::<i32>();
+        let tagged: Vec<(&str, &str)> = (0..out.batch.num_rows())
+            .map(|row| (stations.value(row), lanes.of(row).expect("a lane")))
+            .collect();
+        assert_eq!(
+            tagged,
+            [
+                ("A", "obs/0"),
+                ("C", "obs/2"),
+                ("D", "obs/1"),
+                ("F", "obs/2")
+            ]
+        );
+    }
+
     #[test]
     fn ipc_roundtrip_and_garbage() {
         let schema = text_schema(&["station_id"]);
@@ -382,5 +466,10 @@ mod tests {
         assert_eq!(out.num_columns(), 2);
         assert_eq!(out.schema().field(1).name(), "timestamp");
         assert_eq!(out.column(1).null_count(), 1);
+        // A rejected row's dead-letter record renders the `Timestamp(ms, "UTC")` column.
+        assert_eq!(
+            oceanflow_connectors::record::row_as_json(&out, 0),
+            r#"{"station_id":"A","timestamp":"1970-01-01T00:00:01Z"}"#
+        );
     }
 }

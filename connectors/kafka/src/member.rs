@@ -15,6 +15,13 @@
 //! position to whichever member is assigned the partition after a restart. Messages fetched
 //! but not yet delivered when a revoke arrives are dropped (the new owner reads them again).
 //! Partitions that move to another *process* resume there from the committed offset.
+//!
+//! # Lanes
+//!
+//! A member interleaves the messages of all its partitions in a batch; each Kafka partition is
+//! in offset order on its own. Every canonical row is tagged with its topic-partition
+//! (`topic/partition`) as its [`Lanes`] id, so lateness is judged per Kafka partition, not per
+//! member.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -24,7 +31,7 @@ use arrow_array::RecordBatch;
 use oceanflow_config::source::kafka::{KafkaEventTime, KafkaFormat, KafkaStart};
 use oceanflow_connectors::canonical::Canonicalizer;
 use oceanflow_connectors::{
-    PartitionReader, Poll, Position, RejectReason, Rejected, SourceBatch, SourceError,
+    Lanes, PartitionReader, Poll, Position, RejectReason, Rejected, SourceBatch, SourceError,
 };
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, RebalanceProtocol};
 use rdkafka::error::{KafkaError, KafkaResult};
@@ -668,6 +675,7 @@ impl Member {
         malformed: Vec<Rejection>,
     ) -> Result<SourceBatch, SourceError> {
         let mut rejected: Vec<(usize, Rejected)> = Vec::new();
+        let mut lanes = Lanes::default();
         let batch = match decoded {
             Some(decoded) => {
                 let rows = decoded.rows;
@@ -685,6 +693,9 @@ impl Member {
                 }
                 match self.canon.convert(&self.id, 0, &input) {
                     Ok(out) => {
+                        let message_lanes: Vec<String> =
+                            metas.iter().map(|meta| tp_key(&meta.tp)).collect();
+                        lanes = decode::kept_lanes(&message_lanes, &rows, &out.rejected);
                         for r in out.rejected {
                             let m = r.row.and_then(|i| rows.get(i as usize).copied());
                             if let Some(m) = m {
@@ -762,7 +773,7 @@ impl Member {
             rejected: out,
             bytes,
             position: Some(self.position()),
-            lanes: None,
+            lanes: Some(lanes),
         })
     }
 

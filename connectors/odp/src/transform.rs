@@ -2,6 +2,12 @@
 //! [`Canonicalizer`] — a position from the centroid of a WKT geometry column when the row has
 //! no latitude/longitude, and a default station for datasets without stations — then the
 //! canonical conversion (time, numbers, ranges, categorical fields) with per-row rejections.
+//!
+//! Positions: a row without latitude/longitude takes its geometry's centroid. A row with
+//! neither (ODP occurrence data has such rows) is kept without a position, as before: it still
+//! counts for its station and time. A non-finite or out-of-range position, or a latitude
+//! without a longitude (or the reverse) and no geometry, rejects the row. An ODP result stream
+//! is one lane: its rows are judged late against the stream's own newest event time.
 
 use std::sync::Arc;
 
@@ -13,6 +19,7 @@ use arrow_schema::{DataType, Field, Schema};
 use geo::{Centroid, Geometry};
 use oceanflow_config::{ColumnMapping, OdpSourceConfig};
 use oceanflow_connectors::canonical::Canonicalizer;
+use oceanflow_connectors::record::row_as_json;
 use oceanflow_connectors::{RejectReason, Rejected, SourceBatch, SourceError};
 use wkt::TryFromWkt;
 
@@ -29,7 +36,10 @@ impl Converter {
     /// The converter of `cfg` for the configured variables and categorical fields.
     pub fn new(cfg: &OdpSourceConfig, variables: &[String], categorical: &[String]) -> Self {
         Converter {
-            canonical: Canonicalizer::new(&cfg.name, &cfg.mapping, variables, categorical),
+            // Occurrence records may have no position at all; they still count per station
+            // and time (a half position or a non-finite one is rejected).
+            canonical: Canonicalizer::new(&cfg.name, &cfg.mapping, variables, categorical)
+                .allow_unpositioned_rows(),
             mapping: cfg.mapping.clone(),
             geometry: cfg.geometry.clone(),
             default_station: cfg.default_station.clone(),
@@ -69,7 +79,7 @@ impl Converter {
                             row: Some(first_row + row as u64),
                             reason: RejectReason::UnparseableGeometry,
                             detail: detail.clone(),
-                            record: row_json(&batch, row),
+                            record: row_as_json(&batch, row),
                         });
                     }
                     let keep: BooleanArray = (0..batch.num_rows())
@@ -228,20 +238,6 @@ fn replace_column(
     RecordBatch::try_new(Arc::new(Schema::new(fields)), columns)
 }
 
-/// One row as a JSON object (the dead-letter record).
-fn row_json(batch: &RecordBatch, row: usize) -> String {
-    let mut writer = arrow_json::LineDelimitedWriter::new(Vec::new());
-    let written = writer
-        .write(&batch.slice(row, 1))
-        .and_then(|()| writer.finish());
-    match written {
-        Ok(()) => String::from_utf8_lossy(&writer.into_inner())
-            .trim()
-            .to_string(),
-        Err(e) => format!("{{\"error\": {:?}}}", e.to_string()),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -288,7 +284,10 @@ mod tests {
         let lon = out.batch.column(3).as_primitive::<Float64Type>();
         assert_eq!(lat.value(0), 60.0);
         assert_eq!((lat.value(1), lon.value(1)), (51.0, 1.0));
-        assert!(lat.is_null(2) && lon.is_null(2));
+        assert!(
+            lat.is_null(2) && lon.is_null(2),
+            "no position, no geometry: kept"
+        );
         assert_eq!(out.batch.column(1).as_string::<i32>().value(0), "survey");
         assert_eq!(out.rejected.len(), 1);
         assert_eq!(out.rejected[0].row, Some(12));
@@ -298,6 +297,59 @@ mod tests {
             "{}",
             out.rejected[0].record
         );
+    }
+
+    /// Non-finite and half positions are rejected; the record shows the row's values.
+    #[test]
+    fn non_finite_and_half_positions_are_rejected() {
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("t", DataType::Utf8, false),
+            Field::new("loc", DataType::Utf8, true),
+            Field::new("lat", DataType::Float64, true),
+            Field::new("lon", DataType::Float64, true),
+        ]));
+        let batch = RecordBatch::try_new(
+            schema,
+            vec![
+                Arc::new(StringArray::from(vec!["2020-01-01T00:00:00Z"; 4])),
+                Arc::new(StringArray::from(vec!["a", "b", "c", "d"])),
+                Arc::new(Float64Array::from(vec![
+                    Some(f64::INFINITY),
+                    Some(60.0),
+                    Some(60.0),
+                    None,
+                ])),
+                Arc::new(Float64Array::from(vec![
+                    Some(5.0),
+                    Some(f64::NAN),
+                    None,
+                    None,
+                ])),
+            ],
+        )
+        .unwrap();
+        let c = Converter::new(&cfg(""), &[], &[]);
+        let out = c.convert("p", 0, &batch).unwrap();
+        let rows: Vec<_> = out.rejected.iter().map(|r| (r.row, r.reason)).collect();
+        assert_eq!(
+            rows,
+            [
+                (Some(0), RejectReason::LatitudeOutOfRange),
+                (Some(1), RejectReason::LongitudeOutOfRange),
+                (Some(2), RejectReason::MissingPosition)
+            ]
+        );
+        assert!(
+            out.rejected[0].detail.contains("not finite"),
+            "{:?}",
+            out.rejected[0]
+        );
+        let record: serde_json::Value = serde_json::from_str(&out.rejected[0].record).unwrap();
+        assert_eq!(
+            (&record["loc"], &record["lat"]),
+            (&"a".into(), &"inf".into())
+        );
+        assert_eq!(out.batch.num_rows(), 1, "no position at all: kept");
     }
 
     #[test]

@@ -217,21 +217,142 @@ fn nan_infinity_and_empty_text_are_missing_values() {
         ("timestamp", Arc::new(Int64Array::from(vec![0, 0, 0]))),
         ("station_id", stations(3)),
         (
-            "latitude",
-            Arc::new(Float64Array::from(vec![f64::NAN, 1.0, f64::INFINITY])),
-        ),
-        (
             "salinity_psu",
             Arc::new(Float32Array::from(vec![f32::NAN, 2.5, 3.0])),
         ),
     ]);
     let out = canon().convert("p", 0, &batch).unwrap();
     assert!(out.rejected.is_empty(), "{:?}", out.rejected);
-    assert_eq!(floats(&out.batch, "latitude"), [None, Some(1.0), None]);
     assert_eq!(
         floats(&out.batch, "salinity_psu"),
         [None, Some(2.5), Some(3.0)]
     );
+}
+
+/// Unlike variables, a position that is not finite is rejected, never made missing; an empty
+/// one is `missing_position` when the input has position columns.
+#[test]
+fn non_finite_and_missing_positions_are_rejected() {
+    let texts = [
+        ("60", "5"),
+        ("inf", "5"),
+        ("NaN", "5"),
+        ("1e400", "5"),
+        ("60", "-Infinity"),
+        ("60", "nan"),
+        ("", "5"),
+        ("60", " "),
+        ("", ""),
+        ("north", "5"),
+    ];
+    let rows = texts.len();
+    let batch = text_batch(&[
+        ("timestamp", vec![Some("2020-01-01"); rows]),
+        ("station_id", vec![Some("A"); rows]),
+        ("latitude", texts.iter().map(|t| Some(t.0)).collect()),
+        ("longitude", texts.iter().map(|t| Some(t.1)).collect()),
+        ("temperature_c", vec![Some("warm"); rows]),
+    ]);
+    let out = canon().convert("p", 0, &batch).unwrap();
+    let got: Vec<_> = out
+        .rejected
+        .iter()
+        .map(|r| (r.row.unwrap(), r.reason))
+        .collect();
+    use RejectReason::*;
+    assert_eq!(
+        got,
+        [
+            (0, NonNumeric),
+            (1, LatitudeOutOfRange),
+            (2, LatitudeOutOfRange),
+            (3, LatitudeOutOfRange),
+            (4, LongitudeOutOfRange),
+            (5, LongitudeOutOfRange),
+            (6, MissingPosition),
+            (7, MissingPosition),
+            (8, MissingPosition),
+            (9, NonNumeric),
+        ]
+    );
+    assert!(
+        out.rejected[1].detail.contains("\"inf\" is not finite"),
+        "{:?}",
+        out.rejected[1]
+    );
+    assert!(
+        out.rejected[6].detail.contains("latitude"),
+        "{:?}",
+        out.rejected[6]
+    );
+    assert!(
+        out.rejected[7].detail.contains("longitude"),
+        "{:?}",
+        out.rejected[7]
+    );
+    let record: serde_json::Value = serde_json::from_str(&out.rejected[1].record).unwrap();
+    assert_eq!(record["latitude"], "inf");
+
+    // Arrow floats: NaN and infinities are rejected, a null is a missing position.
+    let batch = batch_of(vec![
+        ("timestamp", Arc::new(Int64Array::from(vec![0, 0, 0, 0]))),
+        ("station_id", stations(4)),
+        (
+            "latitude",
+            Arc::new(Float64Array::from(vec![
+                Some(f64::NAN),
+                Some(1.0),
+                Some(1.0),
+                None,
+            ])),
+        ),
+        (
+            "longitude",
+            Arc::new(Float32Array::from(vec![
+                Some(1.0),
+                Some(f32::NEG_INFINITY),
+                Some(2.0),
+                Some(2.0),
+            ])),
+        ),
+    ]);
+    let out = canon().convert("p", 0, &batch).unwrap();
+    let got: Vec<_> = out
+        .rejected
+        .iter()
+        .map(|r| (r.row.unwrap(), r.reason))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            (0, LatitudeOutOfRange),
+            (1, LongitudeOutOfRange),
+            (3, MissingPosition)
+        ]
+    );
+    assert!(out.rejected[0].detail.contains("not finite"));
+    assert_eq!(floats(&out.batch, "latitude"), [Some(1.0)]);
+
+    // Without position columns the input is unpositioned: rows are kept.
+    let batch = text_batch(&[
+        ("timestamp", vec![Some("2020-01-01")]),
+        ("station_id", vec![Some("A")]),
+    ]);
+    assert!(canon().convert("p", 0, &batch).unwrap().rejected.is_empty());
+    // Sources whose rows may lack a position keep those rows, not half positions.
+    let batch = text_batch(&[
+        ("timestamp", vec![Some("2020-01-01"); 2]),
+        ("station_id", vec![Some("A"); 2]),
+        ("latitude", vec![None, Some("60")]),
+        ("longitude", vec![None, None]),
+    ]);
+    let out = canon()
+        .allow_unpositioned_rows()
+        .convert("p", 0, &batch)
+        .unwrap();
+    let got: Vec<_> = out.rejected.iter().map(|r| (r.row, r.reason)).collect();
+    assert_eq!(got, [(Some(1), MissingPosition)]);
+    assert_eq!(out.batch.num_rows(), 1);
 }
 
 #[test]

@@ -78,8 +78,8 @@ fn read_all(cfg: &FileSourceConfig) -> (RecordBatch, Vec<Rejected>, Vec<usize>) 
     (rows, rejected, sizes)
 }
 
-/// A small typed table: timestamps, a dictionary station, a null position, NaN, an unmapped
-/// column.
+/// A small typed table: timestamps, a dictionary station, an out-of-range latitude, NaN, an
+/// unmapped column.
 fn table() -> RecordBatch {
     let mut station = StringDictionaryBuilder::<Int32Type>::new();
     for s in ["A", "B", "A", "C", "B"] {
@@ -101,7 +101,7 @@ fn table() -> RecordBatch {
             "latitude",
             Arc::new(Float64Array::from(vec![
                 Some(60.5),
-                None,
+                Some(61.0),
                 Some(-12.25),
                 Some(70.0),
                 Some(95.0),
@@ -111,7 +111,7 @@ fn table() -> RecordBatch {
             "longitude",
             Arc::new(Float64Array::from(vec![
                 Some(5.0),
-                None,
+                Some(6.0),
                 Some(179.5),
                 Some(-3.0),
                 Some(1.0),
@@ -341,7 +341,7 @@ fn ndjson_malformed_lines_are_rejected_with_the_raw_line() {
     assert_eq!(rejected[2].record, "not json at all");
     assert_eq!(
         rejected[3].record,
-        r#"{"timestamp":"2020-01-01T00:05:00Z","station_id":"C","temperature_c":"warm"}"#
+        r#"{"timestamp":"2020-01-01T00:05:00Z","station_id":"C","latitude":62,"longitude":7,"temperature_c":"warm"}"#
     );
     let stations: Vec<_> = rows.column(1).as_string::<i32>().iter().collect();
     assert_eq!(stations, [Some("A"), Some("B"), Some("C"), Some("E")]);

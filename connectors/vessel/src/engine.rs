@@ -2,6 +2,9 @@
 //! time and check the instrument clock, join the position, count per device, and build the
 //! canonical Arrow batch. Shared by the replay and the live transports, which only differ in
 //! where lines and reception times come from.
+//!
+//! Every row is tagged with its device as its lane: lateness is judged per device, so a
+//! device whose lines lag behind another's is not late against it.
 
 use std::sync::Arc;
 
@@ -17,7 +20,7 @@ use oceanflow_config::source::vessel::{
     nmea_field, ChecksumPolicy, DeviceConfig, DeviceFormat, TimeChoice, XDR,
 };
 use oceanflow_config::VesselSourceConfig;
-use oceanflow_connectors::{Position, RejectReason, Rejected, SourceBatch, SourceError};
+use oceanflow_connectors::{Lanes, Position, RejectReason, Rejected, SourceBatch, SourceError};
 
 use crate::clock::{judge, nearest_instant, ClockFault};
 use crate::instrument;
@@ -396,7 +399,13 @@ impl Engine {
         let rows = self.time.len();
         let time =
             TimestampMicrosecondArray::from(std::mem::take(&mut self.time)).with_timezone(UTC);
-        let keys = Int32Array::from(std::mem::take(&mut self.station));
+        let station_keys = std::mem::take(&mut self.station);
+        // Each device is its own lane (its lines arrive in order; devices interleave freely).
+        let lanes = Lanes {
+            ids: self.devices.iter().map(|d| d.id.clone()).collect(),
+            of_row: station_keys.iter().map(|&k| k as u32).collect(),
+        };
+        let keys = Int32Array::from(station_keys);
         let station = DictionaryArray::<Int32Type>::try_new(keys, Arc::clone(&self.station_values))
             .map_err(|e| self.arrow_error(e))?;
         let mut columns: Vec<ArrayRef> = vec![
@@ -419,7 +428,7 @@ impl Engine {
             rejected: std::mem::take(&mut self.rejected),
             bytes,
             position,
-            lanes: None,
+            lanes: Some(lanes),
         })
     }
 
@@ -449,3 +458,6 @@ pub fn resolve(sentence: &str, field: &str) -> Option<(Kind, usize)> {
 fn duration_us(d: std::time::Duration) -> i64 {
     i64::try_from(d.as_micros()).unwrap_or(i64::MAX)
 }
+
+#[cfg(test)]
+mod tests;

@@ -23,7 +23,9 @@ use oceanflow_operators::view::{AggregateChange, DistinctChange};
 use oceanflow_operators::{GroupKey, Stats};
 use serde_json::{json, Value};
 
-use crate::export::output::{format_time_us, VariableSummary};
+use oceanflow_connectors::record::format_time_us;
+
+use crate::export::output::VariableSummary;
 use crate::runtime::{ChangeSink, Epoch};
 use crate::sync::lock;
 

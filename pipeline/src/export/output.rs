@@ -6,14 +6,13 @@
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
-use arrow_array::RecordBatch;
-use chrono::{DateTime, SecondsFormat, Utc};
 use oceanflow_config::{BucketWidth, CalendarPart, ValidConfig};
 use oceanflow_operators::view::AggregateView;
 use oceanflow_operators::{Stats, VarStats};
 use serde::Serialize;
 
 use crate::sync::lock;
+use oceanflow_connectors::record::format_time_us;
 
 /// Statistics of one variable.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -218,42 +217,5 @@ fn calendar_order(part: CalendarPart) -> u8 {
         CalendarPart::MonthOfYear => 4,
         CalendarPart::DayOfWeek => 5,
         CalendarPart::HourOfDay => 6,
-    }
-}
-
-/// RFC 3339 UTC text of a time in microseconds since the epoch (`Z` suffix, no fraction when
-/// whole seconds).
-pub fn format_time_us(us: i64) -> String {
-    match DateTime::<Utc>::from_timestamp_micros(us) {
-        Some(t) => t.to_rfc3339_opts(SecondsFormat::AutoSi, true),
-        None => us.to_string(),
-    }
-}
-
-/// One row of a canonical batch as a JSON object text (for dead letters).
-pub fn row_as_json(batch: &RecordBatch, row: usize) -> String {
-    let mut writer = arrow_json::LineDelimitedWriter::new(Vec::new());
-    let slice = batch.slice(row, 1);
-    let written = writer.write(&slice).and_then(|()| writer.finish());
-    match written {
-        Ok(()) => String::from_utf8_lossy(&writer.into_inner())
-            .trim_end()
-            .to_string(),
-        Err(error) => format!("{{\"error\":{:?}}}", error.to_string()),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn times_format_as_rfc3339_utc() {
-        assert_eq!(format_time_us(0), "1970-01-01T00:00:00Z");
-        assert_eq!(
-            format_time_us(1_577_836_800_000_000),
-            "2020-01-01T00:00:00Z"
-        );
-        assert_eq!(format_time_us(-1_000_000), "1969-12-31T23:59:59Z");
     }
 }

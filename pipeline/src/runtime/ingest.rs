@@ -13,7 +13,7 @@ use oceanflow_operators::preagg::{Partials, PreAggregator};
 
 use super::partition::OpenPartition;
 use super::Shared;
-use crate::export::output::{format_time_us, row_as_json};
+use oceanflow_connectors::record::{format_time_us, row_as_json};
 
 /// What one batch contributed.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
