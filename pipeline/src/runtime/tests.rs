@@ -440,3 +440,30 @@ fn a_bounded_run_applies_retention_once_against_the_final_frontier() {
         assert_eq!(r, &expected);
     }
 }
+
+#[test]
+fn non_finite_values_count_as_missing_and_are_counted_per_variable() {
+    let mut run = Run::new("", 1);
+    let rows: Vec<Row> = [1.0, f64::INFINITY, f64::NAN, f64::NEG_INFINITY, 3.0]
+        .iter()
+        .enumerate()
+        .map(|(i, v)| (i as i64 * 60_000_000, "s".to_string(), *v))
+        .collect();
+    run.partition("s", vec![rows], None);
+    let (shared, _) = run.run();
+    let counted = shared
+        .metrics
+        .source_non_finite
+        .with_label_values(&["fake", "depth_m"])
+        .get();
+    assert_eq!(counted, 3);
+    let key = GroupKey::Station("s".into());
+    let stats = shared
+        .views
+        .iter()
+        .find_map(|v| lock(v).get(&key).cloned())
+        .expect("station aggregated");
+    assert_eq!(stats.count, 5, "rows with a missing value still count");
+    assert_eq!(stats.vars[0].count, 2);
+    assert_eq!(stats.vars[0].mean(), Some(2.0));
+}
