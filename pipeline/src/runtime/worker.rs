@@ -2,6 +2,9 @@
 //! and checkpoint cuts, acknowledge what is covered, publish the event-time frontier, and
 //! apply retention.
 
+mod expiry;
+mod handoff;
+
 use std::collections::VecDeque;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -19,10 +22,10 @@ use super::checkpointing::{Part, FINAL_CUT};
 use super::dataflow::build_dataflow;
 use super::ingest::ingest;
 use super::lanes::LaneWatermarks;
-use super::ledger::{AckLedger, Positions, Progress};
+use super::ledger::AckLedger;
 use super::partition::{OpenPartition, Reading};
 use super::plan::{self, Assigned, Pending};
-use super::retention::{duration_us, final_frontier, Expired, Retention};
+use super::retention::{duration_us, Retention};
 use super::{Epoch, Shared};
 use crate::checkpoint::PartitionState;
 use crate::sync::lock;
@@ -326,93 +329,6 @@ impl<'a> WorkerState<'a> {
             .unwrap_or(i64::MAX)
     }
 
-    /// Hands this worker's view and partition states at `cut` to the checkpointer.
-    fn contribute(&mut self, cut: Epoch) {
-        let Some(checkpointer) = &self.shared.checkpointer else {
-            return;
-        };
-        let view = lock(&self.shared.views[self.index]);
-        let mut part = Part {
-            groups: view.groups().map(|(k, s)| (k, s.clone())).collect(),
-            distinct: view
-                .distinct_values()
-                .map(|(r, f, v)| (r, f, v.to_string()))
-                .collect(),
-            partitions: self
-                .open
-                .iter()
-                .filter(|p| p.reading == Reading::Open)
-                .map(OpenPartition::state)
-                .chain(self.done.iter().cloned())
-                .collect(),
-        };
-        drop(view);
-        // Partitions not reopened yet keep the state they were restored with.
-        part.partitions.extend(
-            self.pending
-                .iter()
-                .flat_map(|p| &p.parts)
-                .filter_map(|a| a.restored.clone()),
-        );
-        checkpointer.contribute(cut, part);
-    }
-
-    /// What the ledger waits on, as it stands now.
-    fn progress(&self) -> Progress {
-        // The probe first: the sink's queued count must be read after it.
-        let applied_before = self
-            .probe
-            .with_frontier(|f| f.first().copied().unwrap_or(Epoch::MAX));
-        Progress {
-            applied_before,
-            sink: self.shared.sink.as_ref().map(|s| (s.queued(), s.settled())),
-            durable_cut: self.shared.checkpointer.as_ref().map(|c| c.durable_cut()),
-        }
-    }
-
-    /// Acknowledges every position the ledger releases.
-    fn release_acknowledgements(&mut self) {
-        if let Some(positions) = self.ledger.release(self.progress()) {
-            self.acknowledge(&positions);
-        }
-        if self
-            .shared
-            .checkpointer
-            .as_ref()
-            .is_some_and(|c| c.written() > 0)
-        {
-            for part in &mut self.open {
-                part.replaying = false;
-            }
-        }
-    }
-
-    /// Where each partition this worker reads stands.
-    fn positions(&self) -> Positions {
-        self.open
-            .iter()
-            .filter_map(|p| Some((p.id.clone(), p.position.clone()?)))
-            .collect()
-    }
-
-    /// Hands `covered` positions to their readers (each once).
-    fn acknowledge(&mut self, covered: &[(String, oceanflow_connectors::Position)]) {
-        for (id, position) in covered {
-            let Some(part) = self.open.iter_mut().find(|p| &p.id == id) else {
-                continue;
-            };
-            if part.acknowledged.as_ref() == Some(position) {
-                continue;
-            }
-            match part.reader.commit(position) {
-                Ok(()) => part.acknowledged = Some(position.clone()),
-                Err(error) => {
-                    tracing::warn!(source = %part.source, partition = %part.id, %error, "Acknowledging the position failed; it is retried with the next one.");
-                }
-            }
-        }
-    }
-
     /// Publishes the event-time frontier this worker's completed epochs guarantee; worker 0
     /// sets the gauge from every worker's.
     fn publish_finality(&mut self) {
@@ -435,74 +351,6 @@ impl<'a> WorkerState<'a> {
                     .frontier
                     .set(frontier.div_euclid(1_000_000));
             }
-        }
-    }
-
-    /// A retention pass while reading, when due and no earlier retractions are in flight (a
-    /// key must not be taken back twice). A service runs on the event-time frontier and then
-    /// rejects rows older than the horizon; a bounded run on the newest accepted event time
-    /// and rejects nothing for age (see [`super::retention`]).
-    fn expire_while_reading(&mut self) {
-        if self.probe.less_than(&(self.retracted_at + 1)) {
-            return;
-        }
-        let frontier = if self.shared.bounded {
-            let newest = self.shared.max_event_us.load(Ordering::Acquire);
-            final_frontier(newest, self.lateness_us).unwrap_or(i64::MIN)
-        } else {
-            self.shared.event_frontier()
-        };
-        if !self.retention.due(frontier) {
-            return;
-        }
-        let expired = self
-            .retention
-            .expire(&lock(&self.shared.views[self.index]), frontier);
-        self.retract(expired);
-        let floor = self.age_floor();
-        for part in &mut self.open {
-            part.lanes.raise_floor(floor);
-        }
-    }
-
-    /// Rows older than this are too late for their age alone: a service's retention horizon;
-    /// nothing in a bounded run.
-    fn age_floor(&self) -> i64 {
-        if self.shared.bounded {
-            i64::MIN
-        } else {
-            self.retention.floor()
-        }
-    }
-
-    /// A bounded run's retention, once every row of every worker is in: against the final
-    /// frontier, so the outcome depends on the rows alone. Stepping an epoch first applies
-    /// every row and every earlier retraction.
-    fn final_retention(&mut self, worker: &mut Worker) {
-        self.step_epoch(worker);
-        let max_event = self.shared.max_event_us.load(Ordering::Acquire);
-        let Some(frontier) = final_frontier(max_event, self.lateness_us) else {
-            return;
-        };
-        let expired = self
-            .retention
-            .expire(&lock(&self.shared.views[self.index]), frontier);
-        self.retract(expired);
-        self.step_epoch(worker);
-    }
-
-    /// Feeds the retractions of expired buckets into the dataflow.
-    fn retract(&mut self, expired: Vec<Expired>) {
-        for Expired { width, retractions } in expired {
-            self.shared
-                .metrics
-                .expired_buckets
-                .with_label_values(&[width.as_str()])
-                .inc_by(retractions.len() as u64);
-            for (key, undo) in retractions {
-                self.groups_in.update(key, undo);
-            }
-            self.retracted_at = self.epoch;
         }
     }
 
