@@ -1,0 +1,260 @@
+//! The first hour of a new user: the README's quick start runs as written.
+//!
+//! `quick_start_commands_run_as_written` parses the first `sh` block under `## Quick start` and
+//! runs each command against the already-built binary (`OCEANFLOW_BIN`): `cargo run ... --
+//! ARGS` becomes `oceanflow ARGS` (a service gets a free `--listen` port in place of the
+//! default), `curl -s 127.0.0.1:9187/PATH [| grep X] [| head -N]` goes through the test's HTTP
+//! client, and the lines marked `#  >` under a command must appear in what it printed (`…`
+//! ends a line's checked prefix). A command the test does not know fails it, so the README
+//! cannot grow an untested command.
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use oceanflow_tests::{free_port, http_get, oceanflow_bin, wait_until, workspace_root, ChildGuard};
+
+/// Commands of the quick start that are not run here, and why.
+const NOT_RUN: [(&str, &str); 1] = [("./scripts/test.sh", "the test suite itself")];
+
+/// The prefix of every quick-start command that runs the binary.
+const CARGO_RUN: &str = "cargo run --release -p oceanflow-pipeline -- ";
+
+/// The address the README's commands use; the test substitutes a free port.
+const README_ADDR: &str = "127.0.0.1:9187";
+
+/// One command of the quick start and the output lines it shows.
+#[derive(Debug)]
+struct Step {
+    command: String,
+    shown: Vec<String>,
+}
+
+fn quick_start_steps(readme: &str) -> Vec<Step> {
+    let section = &readme[readme
+        .find("## Quick start")
+        .expect("a Quick start section")..];
+    let block = &section[section.find("```sh\n").expect("an sh block") + 6..];
+    let block = &block[..block.find("```").expect("the sh block ends")];
+    let mut steps: Vec<Step> = Vec::new();
+    for line in block.lines() {
+        let line = line.trim_end();
+        if let Some(shown) = line.strip_prefix("#  > ") {
+            let step = steps.last_mut().expect("shown output follows a command");
+            step.shown.push(shown.to_string());
+        } else if !line.starts_with('#') && !line.trim().is_empty() {
+            steps.push(Step {
+                command: line.to_string(),
+                shown: Vec::new(),
+            });
+        }
+    }
+    steps
+}
+
+/// Every shown line (up to a `…`) is contained in some line of `output`.
+fn assert_shown(step: &Step, output: &str) {
+    for shown in &step.shown {
+        let expected = shown.split('…').next().unwrap_or_default().trim_end();
+        assert!(
+            output.lines().any(|line| line.contains(expected)),
+            "README shows {shown:?} for `{}`, but it printed:\n{output}",
+            step.command
+        );
+    }
+}
+
+/// `curl -s ADDR/PATH [| grep X] [| head -N]` against the service on `port`.
+fn curl(step: &Step, port: u16) -> String {
+    let mut stages = step.command.split(" | ");
+    let url = stages
+        .next()
+        .and_then(|c| c.strip_prefix("curl -s "))
+        .unwrap_or_else(|| panic!("not a curl command: {}", step.command));
+    let url = url.replace(README_ADDR, &format!("127.0.0.1:{port}"));
+    let body = http_get(&format!("http://{url}")).expect("the service answers");
+    let mut lines: Vec<&str> = body.lines().collect();
+    for stage in stages {
+        if let Some(pattern) = stage.strip_prefix("grep ") {
+            lines.retain(|l| l.contains(pattern));
+        } else if let Some(n) = stage.strip_prefix("head -") {
+            lines.truncate(n.parse().expect("head -N"));
+        } else if stage != "head" {
+            panic!("unknown pipeline stage {stage:?} in `{}`", step.command);
+        }
+    }
+    assert!(!lines.is_empty(), "`{}` printed nothing", step.command);
+    lines.join("\n")
+}
+
+/// Runs `oceanflow ARGS [> FILE]` to completion in `dir`, bounded, and returns its stdout.
+fn run_to_completion(step: &Step, args: &str, dir: &Path) -> String {
+    let (args, redirect) = match args.split_once(" > ") {
+        Some((args, file)) => (args, Some(file.trim())),
+        None => (args, None),
+    };
+    let mut child = ChildGuard::spawn(
+        step.command.clone(),
+        Command::new(oceanflow_bin())
+            .args(args.split_whitespace())
+            .current_dir(dir)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped()),
+    )
+    .unwrap();
+    let status = child
+        .wait_exit(Duration::from_secs(60))
+        .unwrap_or_else(|| panic!("`{}` did not finish within 60 s", step.command));
+    let mut stdout = String::new();
+    let mut stderr = String::new();
+    use std::io::Read;
+    let process = child.child_mut();
+    process
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut stdout)
+        .unwrap();
+    process
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    assert!(status.success(), "`{}`: {status}\n{stderr}", step.command);
+    if let Some(file) = redirect {
+        std::fs::write(dir.join(file), &stdout).unwrap();
+    }
+    stdout
+}
+
+/// Starts the service `oceanflow run ...` on a free port and waits until it answers.
+fn start_service(step: &Step, args: &str, dir: &Path, log: &Path) -> (ChildGuard, u16) {
+    let port = free_port();
+    let child = ChildGuard::spawn(
+        step.command.clone(),
+        Command::new(oceanflow_bin())
+            .args(args.split_whitespace())
+            .args(["--listen", &format!("127.0.0.1:{port}")])
+            .current_dir(dir)
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(log).unwrap()),
+    )
+    .unwrap();
+    let healthz = format!("http://127.0.0.1:{port}/healthz");
+    wait_until(Duration::from_secs(30), || http_get(&healthz).ok())
+        .unwrap_or_else(|| panic!("`{}` did not serve within 30 s", step.command));
+    // The shown output includes rows: wait until the feed has produced some.
+    let metrics = format!("http://127.0.0.1:{port}/metrics");
+    wait_until(Duration::from_secs(30), || {
+        http_get(&metrics)
+            .ok()
+            .filter(|m| m.contains("oceanflow_station_observations_total{"))
+    })
+    .unwrap_or_else(|| panic!("`{}` aggregated nothing within 30 s", step.command));
+    (child, port)
+}
+
+#[test]
+fn quick_start_commands_run_as_written() {
+    let readme = std::fs::read_to_string(workspace_root().join("README.md")).unwrap();
+    let steps = quick_start_steps(&readme);
+    assert!(steps.len() >= 5, "quick start commands: {steps:#?}");
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("service.log");
+    let mut service: Option<(ChildGuard, u16, usize)> = None;
+    let mut covered = 0;
+    for (i, step) in steps.iter().enumerate() {
+        if NOT_RUN.iter().any(|(command, _)| *command == step.command) {
+            continue;
+        }
+        covered += 1;
+        if let Some(args) = step.command.strip_prefix(CARGO_RUN) {
+            let is_service = args.split_whitespace().next() == Some("run")
+                && !args.split_whitespace().any(|a| a == "--once");
+            if is_service {
+                let (child, port) = start_service(step, args, dir.path(), &log);
+                service = Some((child, port, i));
+            } else {
+                let stdout = run_to_completion(step, args, dir.path());
+                assert_shown(step, &stdout);
+            }
+        } else if step.command.starts_with("curl ") {
+            let (_, port, _) = service
+                .as_ref()
+                .unwrap_or_else(|| panic!("`{}` needs the service first", step.command));
+            let output = curl(step, *port);
+            assert_shown(step, &output);
+        } else {
+            panic!(
+                "the README's quick start has a command this test does not run: `{}`",
+                step.command
+            );
+        }
+    }
+    assert!(covered >= 5, "only {covered} commands were run");
+    let (mut child, port, at) = service.expect("the quick start runs the service");
+    child.signal("TERM");
+    let status = child
+        .wait_exit(Duration::from_secs(30))
+        .expect("the service exits within 30 s of SIGTERM");
+    assert_eq!(status.code(), Some(0), "the service exits 0 on SIGTERM");
+    let logged = std::fs::read_to_string(&log)
+        .unwrap()
+        .replace(&format!("127.0.0.1:{port}"), README_ADDR);
+    assert!(
+        !logged.contains('\u{1b}'),
+        "a log that is not a terminal has no colour codes:\n{logged}"
+    );
+    assert_shown(&steps[at], &logged);
+}
+
+/// `cargo build -p oceanflow-pipeline` (the quick start) must resolve every dependency with the
+/// features `cargo build --workspace` gives it, or one of the two rebuilds most of the
+/// dependency tree after the other (pipeline/Cargo.toml pins the features that differ).
+#[test]
+fn quick_start_build_resolves_like_the_workspace() {
+    let features = |scope: &[&str]| -> std::collections::BTreeMap<String, String> {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let out = Command::new(cargo)
+            .args([
+                "tree",
+                "--offline",
+                "--locked",
+                "--prefix",
+                "none",
+                "-e",
+                "normal,build",
+            ])
+            .args(["-f", "{p}|{f}"])
+            .args(scope)
+            .current_dir(workspace_root())
+            .output()
+            .expect("cargo tree runs");
+        assert!(
+            out.status.success(),
+            "cargo tree: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout)
+            .unwrap()
+            .lines()
+            .filter_map(|l| {
+                let (package, features) = l.trim_end_matches(" (*)").split_once('|')?;
+                Some((package.to_string(), features.to_string()))
+            })
+            .collect()
+    };
+    let quick_start = features(&["-p", "oceanflow-pipeline"]);
+    let workspace = features(&["--workspace"]);
+    let differing: Vec<_> = quick_start
+        .iter()
+        .filter(|(package, f)| workspace.get(*package).is_some_and(|w| w != *f))
+        .map(|(package, f)| format!("{package}: [{f}] vs workspace [{}]", workspace[package]))
+        .collect();
+    assert!(quick_start.len() > 100, "{quick_start:?}");
+    assert!(
+        differing.is_empty(),
+        "features differ, so the quick start rebuilds after the workspace build: {differing:#?}"
+    );
+}
