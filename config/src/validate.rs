@@ -50,7 +50,13 @@ pub struct ValidConfig {
 impl ValidConfig {
     /// Parses and validates TOML text; errors carry line numbers.
     pub fn from_toml(text: &str) -> Result<ValidConfig, ConfigErrors> {
-        let config: Config = toml::from_str(text).map_err(|e| {
+        Self::from_parsed(Self::parse_toml(text)?, text)
+    }
+
+    /// Parses TOML text without the checks, so that command-line flags can complete it (a
+    /// checkpoint directory, the sources) before [`ValidConfig::from_parsed`] checks it.
+    pub fn parse_toml(text: &str) -> Result<Config, ConfigErrors> {
+        toml::from_str(text).map_err(|e| {
             let line = e.span().map(|s| line_at(text, s.start));
             let key = e
                 .span()
@@ -62,7 +68,12 @@ impl ValidConfig {
                 line,
                 expected: e.message().to_string(),
             }])
-        })?;
+        })
+    }
+
+    /// Validates a configuration parsed from `text` (and perhaps completed since); errors
+    /// carry the line of their key in `text`.
+    pub fn from_parsed(config: Config, text: &str) -> Result<ValidConfig, ConfigErrors> {
         let spans = text.parse::<toml_edit::ImDocument<String>>().ok();
         Self::check(config).map_err(|mut errors| {
             if let Some(doc) = &spans {
@@ -137,7 +148,7 @@ impl ValidConfig {
             if c.dir.as_os_str().is_empty() {
                 err(
                     "pipeline.checkpoint.dir".into(),
-                    "expected a directory path".into(),
+                    "expected a directory path (here or with --checkpoint-dir)".into(),
                 );
             }
             if c.interval < p.update_interval {
@@ -196,7 +207,7 @@ impl ValidConfig {
         if config.sources.is_empty() {
             err(
                 "sources".into(),
-                "expected at least one [[sources]] entry".into(),
+                "expected at least one [[sources]] entry (or run --input FILE)".into(),
             );
         }
         let mut source_names = HashSet::new();

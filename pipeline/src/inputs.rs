@@ -3,7 +3,9 @@
 //! column of the files (e.g. `species`) becomes a categorical field counted distinct per region
 //! — unless the config lists its distinct fields explicitly.
 
-use oceanflow_config::{ColumnMapping, ConfigErrors, FileSourceConfig, SourceConfig, ValidConfig};
+use oceanflow_config::{
+    ColumnMapping, Config, ConfigErrors, FileFormat, FileSourceConfig, SourceConfig, ValidConfig,
+};
 use oceanflow_connectors::file::probe_string_columns;
 use oceanflow_connectors::SourceError;
 
@@ -11,7 +13,7 @@ use oceanflow_connectors::SourceError;
 #[derive(Debug, thiserror::Error)]
 pub enum InputsError {
     /// A file could not be probed.
-    #[error("--input {path}: {source}")]
+    #[error("--input: {source}")]
     Probe {
         /// The path or glob.
         path: String,
@@ -24,12 +26,24 @@ pub enum InputsError {
     Config(#[from] ConfigErrors),
 }
 
-/// Replaces the sources of `base` with one file source per input path or glob.
+/// Replaces the sources of `base` with one file source per input path or glob, and checks the
+/// result.
 pub fn with_inputs(base: ValidConfig, inputs: &[String]) -> Result<ValidConfig, InputsError> {
-    if inputs.is_empty() {
-        return Ok(base);
-    }
     let mut config = base.into_config();
+    replace_sources(&mut config, inputs, None)?;
+    Ok(ValidConfig::try_from_config(config)?)
+}
+
+/// Replaces the sources of `config` (which may have none) with one file source per input path
+/// or glob, read as `format` (else by each file's extension); nothing when `inputs` is empty.
+pub fn replace_sources(
+    config: &mut Config,
+    inputs: &[String],
+    format: Option<FileFormat>,
+) -> Result<(), InputsError> {
+    if inputs.is_empty() {
+        return Ok(());
+    }
     let mapping = ColumnMapping::default();
     let discover = config.aggregates.regional.distinct.is_none();
     config.sources = inputs
@@ -39,7 +53,7 @@ pub fn with_inputs(base: ValidConfig, inputs: &[String]) -> Result<ValidConfig, 
             SourceConfig::File(FileSourceConfig {
                 name: format!("input-{i}"),
                 path: path.clone(),
-                format: None,
+                format,
                 mapping: mapping.clone(),
                 batch_rows: FileSourceConfig::DEFAULT_BATCH_ROWS,
             })
@@ -48,7 +62,7 @@ pub fn with_inputs(base: ValidConfig, inputs: &[String]) -> Result<ValidConfig, 
     if discover {
         for path in inputs {
             let columns =
-                probe_string_columns(path, None).map_err(|source| InputsError::Probe {
+                probe_string_columns(path, format).map_err(|source| InputsError::Probe {
                     path: path.clone(),
                     source,
                 })?;
@@ -69,5 +83,5 @@ pub fn with_inputs(base: ValidConfig, inputs: &[String]) -> Result<ValidConfig, 
             }
         }
     }
-    Ok(ValidConfig::try_from_config(config)?)
+    Ok(())
 }

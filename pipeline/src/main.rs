@@ -4,13 +4,14 @@
 
 use std::io::IsTerminal;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use oceanflow_config::{
-    CheckpointConfig, DeadLetterConfig, OnDamaged, SourceConfig, ValidConfig, DEFAULT_CONFIG_TOML,
+    CheckpointConfig, DeadLetterConfig, FileFormat, OnDamaged, SourceConfig, ValidConfig,
+    DEFAULT_CONFIG_TOML,
 };
 use oceanflow_pipeline::checkpoint::FinalCheckpoint;
 use oceanflow_pipeline::output_file::OutputFile;
@@ -68,6 +69,10 @@ struct RunArgs {
     /// A file or glob with the tutorial's columns; replaces the config's sources. Repeatable.
     #[arg(long = "input", value_name = "PATH")]
     inputs: Vec<String>,
+    /// The format of every --input file (csv, parquet, arrow_stream, arrow_file, ndjson);
+    /// default: from each file's extension.
+    #[arg(long, value_name = "FORMAT", requires = "inputs")]
+    input_format: Option<FileFormat>,
     /// Stop when every source is exhausted and the aggregates are final.
     #[arg(long)]
     once: bool,
@@ -142,25 +147,32 @@ fn main_inner() -> Result<ExitCode> {
     }
 }
 
-fn load(path: &PathBuf) -> Result<Result<ValidConfig, oceanflow_config::ConfigErrors>> {
-    let text =
-        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-    Ok(ValidConfig::from_toml(&text))
+fn read(path: &Path) -> Result<String> {
+    std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))
+}
+
+fn load(path: &Path) -> Result<Result<ValidConfig, oceanflow_config::ConfigErrors>> {
+    Ok(ValidConfig::from_toml(&read(path)?))
 }
 
 fn run_command(args: RunArgs) -> Result<ExitCode> {
-    let base = match &args.config {
-        Some(path) => match load(path)? {
-            Ok(valid) => valid,
-            Err(errors) => {
-                eprint!("{}: {errors}", path.display());
-                return Ok(ExitCode::from(EXIT_INVALID_CONFIG));
-            }
-        },
-        None => ValidConfig::embedded_default(),
+    let (text, origin) = match &args.config {
+        Some(path) => (read(path)?, path.display().to_string()),
+        None => (
+            DEFAULT_CONFIG_TOML.to_string(),
+            "embedded default".to_string(),
+        ),
     };
-    let valid = inputs::with_inputs(base, &args.inputs)?;
-    let mut config = valid.into_config();
+    // Parsed first and checked only once the flags have completed it: `--checkpoint-dir`
+    // gives `[pipeline.checkpoint] dir`, `--input` the sources.
+    let mut config = match ValidConfig::parse_toml(&text) {
+        Ok(config) => config,
+        Err(errors) => {
+            eprint!("{origin}: {errors}");
+            return Ok(ExitCode::from(EXIT_INVALID_CONFIG));
+        }
+    };
+    inputs::replace_sources(&mut config, &args.inputs, args.input_format)?;
     if let Some(workers) = args.workers {
         config.pipeline.workers = workers;
     }
@@ -186,7 +198,13 @@ fn run_command(args: RunArgs) -> Result<ExitCode> {
             None => tracing::warn!("--fresh has no effect: checkpoints are off."),
         }
     }
-    let valid = ValidConfig::try_from_config(config)?;
+    let valid = match ValidConfig::from_parsed(config, &text) {
+        Ok(valid) => valid,
+        Err(errors) => {
+            eprint!("{origin}: {errors}");
+            return Ok(ExitCode::from(EXIT_INVALID_CONFIG));
+        }
+    };
     // Before any row is read: an unwritable path fails now, not after the whole run.
     let output = match &args.output {
         Some(path) => Some(OutputFile::create(path).context("cannot write --output")?),

@@ -258,3 +258,118 @@ fn quick_start_build_resolves_like_the_workspace() {
         "features differ, so the quick start rebuilds after the workspace build: {differing:#?}"
     );
 }
+
+const CSV_HEADER: &str =
+    "timestamp,station_id,latitude,longitude,temperature_c,salinity_psu,depth_m,dissolved_oxygen";
+
+/// Three rows of two stations in the tutorial's columns.
+fn tutorial_csv() -> String {
+    format!(
+        "{CSV_HEADER}\n2020-01-01T00:00:00Z,S1,60.0,5.0,8.5,35.0,10,7.0\n\
+         2020-01-01T00:01:00Z,S1,60.0,5.0,8.7,35.1,10,7.1\n\
+         2020-01-01T00:02:00Z,S2,65.0,10.0,9.0,35.2,25,7.2\n"
+    )
+}
+
+/// Runs `oceanflow ARGS` to completion (bounded): exit code, stderr.
+fn oceanflow(args: &[&str]) -> (Option<i32>, String) {
+    let mut child = ChildGuard::spawn(
+        format!("oceanflow {args:?}"),
+        Command::new(oceanflow_bin())
+            .args(args)
+            .env("OCEANFLOW_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped()),
+    )
+    .unwrap();
+    let status = child
+        .wait_exit(Duration::from_secs(60))
+        .unwrap_or_else(|| panic!("oceanflow {args:?} did not finish within 60 s"));
+    let mut stderr = String::new();
+    use std::io::Read;
+    let process = child.child_mut();
+    process
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    (status.code(), stderr)
+}
+
+fn station_counts(out: &Path) -> Vec<(String, u64)> {
+    let doc: serde_json::Value = serde_json::from_slice(&std::fs::read(out).unwrap()).unwrap();
+    doc["stations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            let station = s["station"].as_str().unwrap().to_string();
+            (station, s["count"].as_u64().unwrap())
+        })
+        .collect()
+}
+
+/// `--checkpoint-dir` gives the `dir` a `[pipeline.checkpoint]` table leaves out, and
+/// `--input` the sources of a config that has none.
+#[test]
+fn command_line_flags_complete_a_config() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("partial.toml");
+    std::fs::write(
+        &config,
+        "[pipeline.checkpoint]\ninterval = \"1s\"\nkeep = 2\n",
+    )
+    .unwrap();
+    let input = dir.path().join("obs.csv");
+    std::fs::write(&input, tutorial_csv()).unwrap();
+    let checkpoints = dir.path().join("checkpoints");
+    let out = dir.path().join("out.json");
+    let path = |p: &Path| p.to_str().unwrap().to_string();
+    let (config, input, checkpoints, out_arg) =
+        (path(&config), path(&input), path(&checkpoints), path(&out));
+    let run = [
+        "run", "--config", &config, "--input", &input, "--once", "--output", &out_arg,
+    ];
+
+    let (code, stderr) = oceanflow(&[&run[..], &["--checkpoint-dir", &checkpoints]].concat());
+    assert_eq!(code, Some(0), "{stderr}");
+    assert_eq!(station_counts(&out), [("S1".into(), 2), ("S2".into(), 1)]);
+    let written = std::fs::read_dir(&checkpoints).unwrap().count();
+    assert!(written > 0, "the final checkpoint is in --checkpoint-dir");
+
+    let (code, stderr) = oceanflow(&run);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(
+        stderr.contains(
+            "line 1: pipeline.checkpoint.dir: expected a directory path (here or with \
+             --checkpoint-dir)"
+        ),
+        "{stderr}"
+    );
+}
+
+/// `--input-format` reads files whatever their extension; without it an unknown extension
+/// is an error naming the flag's values.
+#[test]
+fn input_format_reads_a_txt_csv() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("observations.txt");
+    std::fs::write(&input, tutorial_csv()).unwrap();
+    let out = dir.path().join("out.json");
+    let (input, out_arg) = (input.to_str().unwrap(), out.to_str().unwrap());
+    let run = ["run", "--input", input, "--once", "--output", out_arg];
+
+    let (code, stderr) = oceanflow(&[&run[..], &["--input-format", "csv"]].concat());
+    assert_eq!(code, Some(0), "{stderr}");
+    assert_eq!(station_counts(&out), [("S1".into(), 2), ("S2".into(), 1)]);
+
+    let (code, stderr) = oceanflow(&[&run[..], &["--input-format", "xlsx"]].concat());
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(
+        stderr.contains(
+            "expected one of csv, parquet, arrow_stream, arrow_file, ndjson, got \"xlsx\""
+        ),
+        "{stderr}"
+    );
+}
