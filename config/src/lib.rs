@@ -13,6 +13,7 @@
 #![deny(missing_docs)]
 
 pub mod aggregate;
+mod locate;
 pub mod region;
 pub mod schema;
 pub mod source;

@@ -5,6 +5,7 @@ use std::collections::HashSet;
 use std::fmt;
 use std::time::Duration;
 
+use crate::locate;
 use crate::region::{parse_wkt_area, Region};
 use crate::schema::{LATITUDE, LONGITUDE, STATION, TIME};
 use crate::source::SourceCheck;
@@ -12,14 +13,24 @@ use crate::{Config, OnDamaged, SourceConfig, DEFAULT_CONFIG_TOML};
 
 /// One problem in a configuration.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{}{key}: {expected}", line.map(|l| format!("line {l}: ")).unwrap_or_default())]
+#[error("{}{key}: {expected}", at(*line, *column))]
 pub struct ConfigError {
     /// Dotted path of the offending key, e.g. `sources[1].mapping.time`.
     pub key: String,
     /// 1-based line of the key in the file, when known.
     pub line: Option<usize>,
+    /// 1-based column (in characters) of the key in the file, when known.
+    pub column: Option<usize>,
     /// What was expected (and what was found).
     pub expected: String,
+}
+
+fn at(line: Option<usize>, column: Option<usize>) -> String {
+    match (line, column) {
+        (Some(line), Some(column)) => format!("line {line}, column {column}: "),
+        (Some(line), None) => format!("line {line}: "),
+        _ => String::new(),
+    }
 }
 
 /// Every problem found in a configuration.
@@ -56,29 +67,53 @@ impl ValidConfig {
     /// Parses TOML text without the checks, so that command-line flags can complete it (a
     /// checkpoint directory, the sources) before [`ValidConfig::from_parsed`] checks it.
     pub fn parse_toml(text: &str) -> Result<Config, ConfigErrors> {
-        toml::from_str(text).map_err(|e| {
-            let line = e.span().map(|s| line_at(text, s.start));
-            let key = e
-                .span()
-                .map(|s| text[s].trim().to_string())
-                .filter(|k| !k.is_empty() && k.len() < 80)
-                .unwrap_or_else(|| "(document)".into());
-            ConfigErrors(vec![ConfigError {
-                key,
-                line,
-                expected: e.message().to_string(),
-            }])
-        })
+        let parsed = locate::parse_all(text);
+        let mut errors = parsed.errors;
+        let Some((rest, left_out)) = parsed.rest else {
+            errors.sort_by_key(|e| (e.line.is_none(), e.line, e.column));
+            return Err(ConfigErrors(errors));
+        };
+        if errors.is_empty() {
+            return Ok(rest);
+        }
+        // Check what parsed too, so that every problem is reported at once; a key that was
+        // left out (it had a problem) is not reported again through its default.
+        if let Err(more) = Self::from_parsed(rest, text) {
+            let within = |key: &str, path: &str| {
+                // A table taken out of an array of tables renumbers the ones after it (and
+                // may leave the array empty).
+                let array = path
+                    .strip_suffix(']')
+                    .and_then(|p| p.rsplit_once('['))
+                    .map(|(array, _)| array);
+                key == path
+                    || key.starts_with(&format!("{path}."))
+                    || key.starts_with(&format!("{path}["))
+                    || array.is_some_and(|a| key == a || key.starts_with(&format!("{a}[")))
+            };
+            errors.extend(
+                more.0
+                    .into_iter()
+                    .filter(|e| !left_out.iter().any(|path| within(&e.key, path))),
+            );
+        }
+        errors.sort_by_key(|e| (e.line.is_none(), e.line, e.column));
+        Err(ConfigErrors(errors))
     }
 
     /// Validates a configuration parsed from `text` (and perhaps completed since); errors
-    /// carry the line of their key in `text`.
+    /// carry the line and column of their key in `text`.
     pub fn from_parsed(config: Config, text: &str) -> Result<ValidConfig, ConfigErrors> {
-        let spans = text.parse::<toml_edit::ImDocument<String>>().ok();
+        let entries = text
+            .parse::<toml_edit::ImDocument<String>>()
+            .map(|doc| locate::entries(&doc))
+            .unwrap_or_default();
         Self::check(config).map_err(|mut errors| {
-            if let Some(doc) = &spans {
-                for e in &mut errors.0 {
-                    e.line = line_of_key(doc, text, &e.key);
+            for e in &mut errors.0 {
+                if let Some(entry) = locate::entry_of(&entries, &e.key) {
+                    let (line, column) = locate::line_column(text, entry.key.start);
+                    e.line = Some(line);
+                    e.column = Some(column);
                 }
             }
             errors
@@ -121,6 +156,7 @@ impl ValidConfig {
             errors.push(ConfigError {
                 key,
                 line: None,
+                column: None,
                 expected,
             })
         };
@@ -345,37 +381,6 @@ impl ValidConfig {
     }
 }
 
-/// 1-based line of a byte offset.
-fn line_at(text: &str, offset: usize) -> usize {
-    text[..offset.min(text.len())].matches('\n').count() + 1
-}
-
-/// Finds the line of a dotted key path such as `sources[1].mapping.time` in the document,
-/// falling back to the nearest enclosing key that exists.
-fn line_of_key(doc: &toml_edit::ImDocument<String>, text: &str, key: &str) -> Option<usize> {
-    let mut item: &toml_edit::Item = doc.as_item();
-    let mut best = None;
-    for segment in key.split('.') {
-        let (name, index) = match segment.split_once('[') {
-            Some((name, rest)) => (name, rest.trim_end_matches(']').parse::<usize>().ok()),
-            None => (segment, None),
-        };
-        let Some(next) = item.get(name) else { break };
-        item = next;
-        if let Some(span) = item.span() {
-            best = Some(line_at(text, span.start));
-        }
-        if let Some(i) = index {
-            let Some(next) = item.get(i) else { break };
-            item = next;
-            if let Some(span) = item.span() {
-                best = Some(line_at(text, span.start));
-            }
-        }
-    }
-    best
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -392,6 +397,7 @@ mod tests {
         let text = "variables = [\"t\"]\n\n[pipeline]\nworkerz = 2\n";
         let errors = ValidConfig::from_toml(text).unwrap_err();
         let e = &errors.0[0];
+        assert_eq!(e.key, "pipeline.workerz", "{errors}");
         assert_eq!(e.line, Some(4), "{errors}");
         assert!(e.expected.contains("workerz"), "{errors}");
     }
@@ -400,6 +406,7 @@ mod tests {
     fn wrong_type_names_line_and_expectation() {
         let text = "[pipeline]\nworkers = \"two\"\n";
         let errors = ValidConfig::from_toml(text).unwrap_err();
+        assert_eq!(errors.0[0].key, "pipeline.workers", "{errors}");
         assert_eq!(errors.0[0].line, Some(2), "{errors}");
         assert!(errors.to_string().contains("usize") || errors.to_string().contains("integer"));
     }
