@@ -342,7 +342,7 @@ fn command_line_flags_complete_a_config() {
     assert_eq!(code, Some(1), "{stderr}");
     assert!(
         stderr.contains(
-            "line 1: pipeline.checkpoint.dir: expected a directory path (here or with \
+            "line 1, column 1: pipeline.checkpoint.dir: expected a directory path (here or with \
              --checkpoint-dir)"
         ),
         "{stderr}"
