@@ -3,11 +3,15 @@
 //! column of the files (e.g. `species`) becomes a categorical field counted distinct per region
 //! — unless the config lists its distinct fields explicitly.
 
+use oceanflow_config::schema::{LATITUDE, LONGITUDE, STATION, TIME};
 use oceanflow_config::{
     ColumnMapping, Config, ConfigErrors, FileFormat, FileSourceConfig, SourceConfig, ValidConfig,
 };
 use oceanflow_connectors::file::probe_string_columns;
 use oceanflow_connectors::SourceError;
+
+/// The canonical columns, which a discovered text column cannot become.
+const CANONICAL: [&str; 4] = [TIME, STATION, LATITUDE, LONGITUDE];
 
 /// Why `--input` could not be turned into a configuration.
 #[derive(Debug, thiserror::Error)]
@@ -73,13 +77,23 @@ pub fn replace_sources(
                     mapping.latitude.as_str(),
                     mapping.longitude.as_str(),
                 ];
-                if !fixed.contains(&column.as_str())
-                    && !config.variables.contains(&column)
-                    && !config.categorical.contains(&column)
+                if fixed.contains(&column.as_str())
+                    || config.variables.contains(&column)
+                    || config.categorical.contains(&column)
                 {
-                    tracing::info!(%column, "Counting distinct values of text column per region.");
-                    config.categorical.push(column);
+                    continue;
                 }
+                if CANONICAL.contains(&column.as_str()) {
+                    tracing::warn!(
+                        input = %path,
+                        %column,
+                        "Text column has the name of a canonical field; it is not counted \
+                         (rename it, or map it in a config's [sources.mapping])."
+                    );
+                    continue;
+                }
+                tracing::info!(%column, "Counting distinct values of text column per region.");
+                config.categorical.push(column);
             }
         }
     }

@@ -73,6 +73,12 @@ struct RunArgs {
     /// default: from each file's extension.
     #[arg(long, value_name = "FORMAT", requires = "inputs")]
     input_format: Option<FileFormat>,
+    /// Only these aggregates, comma-separated (replaces [aggregates]' families and groupings):
+    /// station, regions, hour, day, month, year (over all stations), station_hour,
+    /// station_day, station_month, station_year (per station), month_of_year, day_of_week,
+    /// hour_of_day. E.g. `station,year,month_of_year,hour_of_day,regions`.
+    #[arg(long, value_name = "LIST", value_delimiter = ',')]
+    aggregates: Vec<String>,
     /// Stop when every source is exhausted and the aggregates are final.
     #[arg(long)]
     once: bool,
@@ -172,6 +178,12 @@ fn run_command(args: RunArgs) -> Result<ExitCode> {
             return Ok(ExitCode::from(EXIT_INVALID_CONFIG));
         }
     };
+    if !args.aggregates.is_empty() {
+        config
+            .aggregates
+            .select(&args.aggregates)
+            .map_err(|why| anyhow::anyhow!("--aggregates: {why}"))?;
+    }
     inputs::replace_sources(&mut config, &args.inputs, args.input_format)?;
     if let Some(workers) = args.workers {
         config.pipeline.workers = workers;

@@ -373,3 +373,66 @@ fn input_format_reads_a_txt_csv() {
         "{stderr}"
     );
 }
+
+/// `--aggregates` keeps only the families and groupings it names; a CSV text column named like
+/// a canonical field (`station`) is named in a warning and not counted, instead of failing
+/// with a config error about `categorical[0]`.
+#[test]
+fn aggregates_flag_chooses_families_and_groupings() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("obs.csv");
+    let csv = tutorial_csv().replacen(CSV_HEADER, &format!("{CSV_HEADER},station"), 1);
+    let csv: String = csv
+        .lines()
+        .enumerate()
+        .map(|(i, l)| {
+            if i == 0 {
+                format!("{l}\n")
+            } else {
+                format!("{l},x{i}\n")
+            }
+        })
+        .collect();
+    std::fs::write(&input, csv).unwrap();
+    let out = dir.path().join("out.json");
+    let (input, out_arg) = (input.to_str().unwrap(), out.to_str().unwrap());
+    let run = [
+        "run",
+        "--input",
+        input,
+        "--once",
+        "--output",
+        out_arg,
+        "--aggregates",
+    ];
+
+    let (code, stderr) = oceanflow(&[&run[..], &["station,year,month_of_year,regions"]].concat());
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(
+        stderr.contains("Text column has the name of a canonical field")
+            && stderr.contains("column=station"),
+        "{stderr}"
+    );
+    let doc: serde_json::Value = serde_json::from_slice(&std::fs::read(&out).unwrap()).unwrap();
+    let mut groupings: Vec<&str> = doc["temporal"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["grouping"].as_str().unwrap())
+        .collect();
+    groupings.dedup();
+    groupings.sort();
+    groupings.dedup();
+    assert_eq!(groupings, ["month_of_year", "year"]);
+    assert_eq!(station_counts(&out), [("S1".into(), 2), ("S2".into(), 1)]);
+    assert_eq!(doc["regions"].as_array().unwrap().len(), 3, "{doc}");
+
+    let (code, stderr) = oceanflow(&[&run[..], &["station,minute"]].concat());
+    assert_eq!(code, Some(2), "{stderr}");
+    assert_eq!(
+        stderr.trim_end(),
+        "error: --aggregates: unknown aggregate \"minute\"; expected some of: station, regions, \
+         hour, day, month, year, station_hour, station_day, station_month, station_year, \
+         month_of_year, day_of_week, hour_of_day"
+    );
+}
