@@ -63,13 +63,14 @@ pub fn replace_sources(
             })
         })
         .collect();
-    if discover {
-        for path in inputs {
-            let columns =
-                probe_string_columns(path, format).map_err(|source| InputsError::Probe {
-                    path: path.clone(),
-                    source,
-                })?;
+    // Probed even when the distinct fields are given: a glob that matches nothing, or an
+    // unknown format, fails now rather than after a run over nothing.
+    for path in inputs {
+        let columns = probe_string_columns(path, format).map_err(|source| InputsError::Probe {
+            path: path.clone(),
+            source,
+        })?;
+        if discover {
             for column in columns {
                 let fixed = [
                     mapping.time.as_str(),

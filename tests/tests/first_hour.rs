@@ -436,3 +436,22 @@ fn aggregates_flag_chooses_families_and_groupings() {
          month_of_year, day_of_week, hour_of_day"
     );
 }
+
+/// A `--input` glob that matches nothing fails at start (exit 2, one message), also when the
+/// config names its distinct fields (so no file is read to discover them).
+#[test]
+fn an_input_glob_that_matches_nothing_fails_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("distinct.toml");
+    std::fs::write(&config, "[aggregates.regional]\ndistinct = []\n").unwrap();
+    let glob = dir.path().join("none/*.csv");
+    let glob = glob.to_str().unwrap();
+    for extra in [&[][..], &["--config", config.to_str().unwrap()][..]] {
+        let (code, stderr) = oceanflow(&[&["run", "--input", glob, "--once"][..], extra].concat());
+        assert_eq!(code, Some(2), "{stderr}");
+        assert_eq!(
+            stderr.trim_end(),
+            format!("error: --input: source {glob}: \"{glob}\" matches no file")
+        );
+    }
+}
