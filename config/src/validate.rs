@@ -8,6 +8,7 @@ use std::time::Duration;
 use crate::locate;
 use crate::region::{parse_wkt_area, Region};
 use crate::schema::{LATITUDE, LONGITUDE, STATION, TIME};
+use crate::source::kafka::SecretSource;
 use crate::source::SourceCheck;
 use crate::{Config, OnDamaged, SourceConfig, DEFAULT_CONFIG_TOML};
 
@@ -143,6 +144,36 @@ impl ValidConfig {
     /// Categorical fields counted distinct per region, in config order.
     pub fn distinct_fields(&self) -> &[String] {
         &self.distinct_fields
+    }
+
+    /// Secrets that come from environment variables which are not set, each as `key: why`
+    /// (for a bounded run to refuse to start rather than fail after it began).
+    pub fn missing_secrets(&self) -> Vec<String> {
+        let mut tables: Vec<(String, &std::collections::BTreeMap<String, SecretSource>)> = self
+            .config
+            .sources
+            .iter()
+            .enumerate()
+            .filter_map(|(i, source)| match source {
+                SourceConfig::Kafka(k) => Some((format!("sources[{i}]"), &k.client_secrets)),
+                _ => None,
+            })
+            .collect();
+        if let Some(changelog) = &self.config.export.changelog {
+            tables.push(("export.changelog".into(), &changelog.client_secrets));
+        }
+        let mut missing = Vec::new();
+        for (at, secrets) in tables {
+            for (setting, secret) in secrets {
+                let Some(var) = &secret.env else { continue };
+                if std::env::var_os(var).is_none_or(|v| v.is_empty()) {
+                    missing.push(format!(
+                        "{at}.client_secrets.{setting:?}: the environment variable {var} is not set"
+                    ));
+                }
+            }
+        }
+        missing
     }
 
     /// Goes back to the plain configuration, e.g. to change it and validate again.

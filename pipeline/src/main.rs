@@ -217,6 +217,20 @@ fn run_command(args: RunArgs) -> Result<ExitCode> {
             return Ok(ExitCode::from(EXIT_INVALID_CONFIG));
         }
     };
+    // A bounded run that cannot get its secrets would only fail later, with a partial result.
+    let missing = valid.missing_secrets();
+    if !missing.is_empty() {
+        for problem in &missing {
+            if args.once {
+                eprintln!("error: cannot start: {problem}");
+            } else {
+                tracing::error!("{problem}; the source will fail when it starts.");
+            }
+        }
+        if args.once {
+            return Ok(ExitCode::from(EXIT_ERROR));
+        }
+    }
     // Before any row is read: an unwritable path fails now, not after the whole run.
     let output = match &args.output {
         Some(path) => Some(OutputFile::create(path).context("cannot write --output")?),

@@ -273,10 +273,15 @@ fn tutorial_csv() -> String {
 
 /// Runs `oceanflow ARGS` to completion (bounded): exit code, stderr.
 fn oceanflow(args: &[&str]) -> (Option<i32>, String) {
+    finish(Command::new(oceanflow_bin()).args(args))
+}
+
+/// Runs `command` to completion (at most 60 s), logging warnings: exit code, stderr.
+fn finish(command: &mut Command) -> (Option<i32>, String) {
+    let name = format!("{command:?}");
     let mut child = ChildGuard::spawn(
-        format!("oceanflow {args:?}"),
-        Command::new(oceanflow_bin())
-            .args(args)
+        name.clone(),
+        command
             .env("OCEANFLOW_LOG", "warn")
             .stdout(Stdio::null())
             .stderr(Stdio::piped()),
@@ -284,7 +289,7 @@ fn oceanflow(args: &[&str]) -> (Option<i32>, String) {
     .unwrap();
     let status = child
         .wait_exit(Duration::from_secs(60))
-        .unwrap_or_else(|| panic!("oceanflow {args:?} did not finish within 60 s"));
+        .unwrap_or_else(|| panic!("{name} did not finish within 60 s"));
     let mut stderr = String::new();
     use std::io::Read;
     let process = child.child_mut();
@@ -454,4 +459,28 @@ fn an_input_glob_that_matches_nothing_fails_at_start() {
             format!("error: --input: source {glob}: \"{glob}\" matches no file")
         );
     }
+}
+
+/// A secret from an environment variable that is not set stops a bounded run at start (exit
+/// 2, naming the key and the variable), before any connection is tried.
+#[test]
+fn a_missing_secret_fails_a_bounded_run_at_start() {
+    let example = workspace_root().join("config/examples/kafka.toml");
+    let text = std::fs::read_to_string(example).unwrap();
+    let commented = "# \"sasl.password\" = { env = \"OCEANFLOW_KAFKA_PASSWORD\" }";
+    assert!(text.contains(commented), "the example documents the secret");
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("kafka.toml");
+    std::fs::write(&config, text.replace(commented, &commented[2..])).unwrap();
+    let (code, stderr) = finish(
+        Command::new(oceanflow_bin())
+            .args(["run", "--once", "--config", config.to_str().unwrap()])
+            .env_remove("OCEANFLOW_KAFKA_PASSWORD"),
+    );
+    assert_eq!(code, Some(2), "{stderr}");
+    assert_eq!(
+        stderr.trim_end(),
+        "error: cannot start: sources[0].client_secrets.\"sasl.password\": the environment \
+         variable OCEANFLOW_KAFKA_PASSWORD is not set"
+    );
 }
