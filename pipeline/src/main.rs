@@ -32,7 +32,8 @@ const EXIT_INTERRUPTED: u8 = 5;
 /// The exit codes, for `--help`.
 const EXIT_STATUS: &str = "Exit status: 0 success; 1 invalid config; 2 an error: cannot start \
 (an unwritable --output, a checkpoint directory that cannot be restored, e.g. every file \
-damaged) or cannot write --output; 3 some partitions failed (the aggregates cover the rest); \
+damaged, an --input that matches no file, with --once a secret whose environment variable is \
+not set) or cannot write --output; 3 some partitions failed (the aggregates cover the rest); \
 4 checkpoints are on and the final checkpoint is not durable (a restart resumes from the \
 previous one); 5 a --once run was interrupted by SIGINT/SIGTERM before its sources were \
 exhausted (nothing is written to --output). When several apply: 5 or 2 (no output), then 4, \
