@@ -273,6 +273,12 @@ fn finish(report: &RunReport, once: bool, output: Option<OutputFile>) -> ExitCod
         code = EXIT_CHECKPOINT_NOT_DURABLE;
     }
     let progress = report.progress;
+    if once && !report.interrupted && progress.rows_aggregated == 0 && progress.rows_rejected == 0 {
+        tracing::warn!(
+            "No rows were read in this run: the inputs are empty or header-only (or a restored \
+             checkpoint already held them all)."
+        );
+    }
     if once && report.interrupted {
         // `output` is dropped unwritten: its temporary file goes with it.
         let output = output.map_or(String::new(), |o| {

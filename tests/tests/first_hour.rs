@@ -484,3 +484,34 @@ fn a_missing_secret_fails_a_bounded_run_at_start() {
          variable OCEANFLOW_KAFKA_PASSWORD is not set"
     );
 }
+
+/// Empty and header-only inputs are not an error, but a bounded run over them says so.
+#[test]
+fn empty_and_header_only_inputs_give_a_warning() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out.json");
+    for (name, content) in [
+        ("empty.csv", String::new()),
+        ("header.csv", format!("{CSV_HEADER}\n")),
+    ] {
+        let input = dir.path().join(name);
+        std::fs::write(&input, content).unwrap();
+        let (code, stderr) = oceanflow(&[
+            "run",
+            "--input",
+            input.to_str().unwrap(),
+            "--once",
+            "--output",
+            out.to_str().unwrap(),
+        ]);
+        assert_eq!(code, Some(0), "{name}: {stderr}");
+        assert!(
+            stderr.contains(
+                "No rows were read in this run: the inputs are empty or header-only (or a \
+                 restored checkpoint already held them all)."
+            ),
+            "{name}: {stderr}"
+        );
+        assert_eq!(station_counts(&out), [], "{name}");
+    }
+}
