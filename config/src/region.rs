@@ -38,12 +38,7 @@ pub fn parse_wkt_area(text: &str) -> Result<MultiPolygon<f64>, String> {
     let area = match geometry {
         geo::Geometry::Polygon(p) => MultiPolygon::new(vec![p]),
         geo::Geometry::MultiPolygon(mp) => mp,
-        other => {
-            return Err(format!(
-                "expected POLYGON or MULTIPOLYGON, got {}",
-                geometry_kind(&other)
-            ))
-        }
+        other => return Err(format!("got {}", geometry_kind(&other))),
     };
     if area.0.is_empty()
         || area

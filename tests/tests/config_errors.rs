@@ -179,6 +179,11 @@ fn each_error_class_names_its_key_line_column_expectation_and_finding() {
         ),
         // WKT: closure, validity, self-intersection (geo's validation).
         (
+            format!("{FILE}[[regions]]\nname = \"r\"\nwkt = \"POINT(1 2)\"\n"),
+            "line 8, column 1: regions[0].wkt: expected a WKT POLYGON or MULTIPOLYGON (lon lat \
+             order): got POINT",
+        ),
+        (
             format!("{FILE}[[regions]]\nname = \"r\"\nwkt = \"POLYGON((0 0, 10 0, 10 10, 0 10))\"\n"),
             "line 8, column 1: regions[0].wkt: expected a WKT POLYGON or MULTIPOLYGON (lon lat \
              order): the exterior ring is not closed (its last point must repeat its first)",
