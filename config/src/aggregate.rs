@@ -20,6 +20,55 @@ pub struct AggregatesConfig {
     pub regional: RegionalConfig,
 }
 
+impl AggregatesConfig {
+    /// The names `--aggregates` takes: the families `station` and `regions`, bucket widths
+    /// over all stations (`hour`, `day`, `month`, `year`), per station (`station_hour`, ...),
+    /// and calendar parts (`month_of_year`, `day_of_week`, `hour_of_day`).
+    pub const NAMES: &'static str = "station, regions, hour, day, month, year, station_hour, \
+station_day, station_month, station_year, month_of_year, day_of_week, hour_of_day";
+
+    /// Keeps only the aggregates `names` lists (see [`AggregatesConfig::NAMES`]); the
+    /// retention of a width that stays and the distinct fields are kept. An unknown name is
+    /// an error naming it and the known ones.
+    pub fn select(&mut self, names: &[String]) -> Result<(), String> {
+        let (mut buckets, mut station_buckets, mut calendar) = (Vec::new(), Vec::new(), Vec::new());
+        let (mut station, mut regions) = (false, false);
+        for name in names {
+            let width = |n: &str| BucketWidth::ALL.into_iter().find(|w| w.as_str() == n);
+            let part = CalendarPart::ALL.into_iter().find(|p| p.as_str() == name);
+            match name.as_str() {
+                "station" => station = true,
+                "regions" => regions = true,
+                n => match (width(n), n.strip_prefix("station_").and_then(width), part) {
+                    (Some(w), _, _) => buckets.push(w),
+                    (_, Some(w), _) => station_buckets.push(w),
+                    (_, _, Some(p)) => calendar.push(p),
+                    _ => {
+                        return Err(format!(
+                            "unknown aggregate {n:?}; expected some of: {}",
+                            Self::NAMES
+                        ))
+                    }
+                },
+            }
+        }
+        let temporal = &mut self.temporal;
+        temporal.enabled =
+            !(buckets.is_empty() && station_buckets.is_empty() && calendar.is_empty());
+        temporal
+            .retention
+            .retain(|w, _| buckets.contains(w) || station_buckets.contains(w));
+        (
+            temporal.buckets,
+            temporal.station_buckets,
+            temporal.calendar,
+        ) = (buckets, station_buckets, calendar);
+        self.station.enabled = station;
+        self.regional.enabled = regions;
+        Ok(())
+    }
+}
+
 /// Per-station family.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -140,6 +189,13 @@ pub enum CalendarPart {
 }
 
 impl CalendarPart {
+    /// All parts.
+    pub const ALL: [CalendarPart; 3] = [
+        CalendarPart::MonthOfYear,
+        CalendarPart::DayOfWeek,
+        CalendarPart::HourOfDay,
+    ];
+
     /// The name used in output and metric labels.
     pub fn as_str(self) -> &'static str {
         match self {

@@ -13,6 +13,7 @@
 #![deny(missing_docs)]
 
 pub mod aggregate;
+mod locate;
 pub mod region;
 pub mod schema;
 pub mod source;
@@ -142,7 +143,8 @@ fn default_idle_timeout() -> Duration {
 #[serde(deny_unknown_fields)]
 pub struct CheckpointConfig {
     /// Directory of the checkpoint files (created if missing). Relative paths are relative to
-    /// the working directory.
+    /// the working directory. May be left out of the file when `--checkpoint-dir` gives it.
+    #[serde(default)]
     pub dir: std::path::PathBuf,
     /// Time between checkpoints. Default 10 s. A final checkpoint is written on shutdown.
     #[serde(

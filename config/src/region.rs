@@ -1,6 +1,6 @@
 //! Regions: named WKT polygons or multipolygons in longitude/latitude (WGS 84) order.
 
-use geo::{MultiPolygon, Polygon};
+use geo::{MultiPolygon, Polygon, Validation};
 use serde::{Deserialize, Serialize};
 
 /// `[[regions]]` as written in the file.
@@ -26,18 +26,19 @@ pub struct Region {
 pub fn parse_wkt_area(text: &str) -> Result<MultiPolygon<f64>, String> {
     use std::str::FromStr;
     let parsed = wkt::Wkt::<f64>::from_str(text).map_err(|e| e.to_string())?;
+    // geo closes open rings silently on conversion: check closure on the WKT as written.
+    if let Some(ring) = unclosed_ring(&parsed) {
+        return Err(format!(
+            "{ring} is not closed (its last point must repeat its first)"
+        ));
+    }
     let geometry: geo::Geometry<f64> = parsed
         .try_into()
         .map_err(|e: wkt::geo_types_from_wkt::Error| e.to_string())?;
     let area = match geometry {
         geo::Geometry::Polygon(p) => MultiPolygon::new(vec![p]),
         geo::Geometry::MultiPolygon(mp) => mp,
-        other => {
-            return Err(format!(
-                "expected POLYGON or MULTIPOLYGON, got {}",
-                geometry_kind(&other)
-            ))
-        }
+        other => return Err(format!("got {}", geometry_kind(&other))),
     };
     if area.0.is_empty()
         || area
@@ -47,7 +48,51 @@ pub fn parse_wkt_area(text: &str) -> Result<MultiPolygon<f64>, String> {
     {
         return Err("a polygon needs a closed ring of at least 4 points".into());
     }
+    // Self-intersection, repeated rings, holes outside their polygon, overlapping parts.
+    let problems: Vec<String> = match area.0.as_slice() {
+        [polygon] => polygon
+            .validation_errors()
+            .iter()
+            .map(|e| e.to_string())
+            .collect(),
+        _ => area
+            .validation_errors()
+            .iter()
+            .map(|e| e.to_string())
+            .collect(),
+    };
+    if !problems.is_empty() {
+        return Err(format!("invalid geometry: {}", problems.join("; ")));
+    }
     Ok(area)
+}
+
+/// The first ring whose last point is not its first, named for a message.
+fn unclosed_ring(wkt: &wkt::Wkt<f64>) -> Option<String> {
+    let polygons: Vec<&wkt::types::Polygon<f64>> = match wkt {
+        wkt::Wkt::Polygon(p) => vec![p],
+        wkt::Wkt::MultiPolygon(mp) => mp.polygons().iter().collect(),
+        _ => return None,
+    };
+    let single = polygons.len() == 1;
+    polygons.iter().enumerate().find_map(|(p, polygon)| {
+        polygon.rings().iter().enumerate().find_map(|(r, ring)| {
+            let coords = ring.coords();
+            let (first, last) = (coords.first()?, coords.last()?);
+            let closed = first.x == last.x && first.y == last.y;
+            let role = if r == 0 {
+                "exterior ring".to_string()
+            } else {
+                format!("interior ring {}", r - 1)
+            };
+            let polygon = if single {
+                String::new()
+            } else {
+                format!(" of polygon {p}")
+            };
+            (!closed).then(|| format!("the {role}{polygon}"))
+        })
+    })
 }
 
 fn geometry_kind(g: &geo::Geometry<f64>) -> &'static str {

@@ -5,21 +5,33 @@ use std::collections::HashSet;
 use std::fmt;
 use std::time::Duration;
 
+use crate::locate;
 use crate::region::{parse_wkt_area, Region};
 use crate::schema::{LATITUDE, LONGITUDE, STATION, TIME};
+use crate::source::kafka::SecretSource;
 use crate::source::SourceCheck;
 use crate::{Config, OnDamaged, SourceConfig, DEFAULT_CONFIG_TOML};
 
 /// One problem in a configuration.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{}{key}: {expected}", line.map(|l| format!("line {l}: ")).unwrap_or_default())]
+#[error("{}{key}: {expected}", at(*line, *column))]
 pub struct ConfigError {
     /// Dotted path of the offending key, e.g. `sources[1].mapping.time`.
     pub key: String,
     /// 1-based line of the key in the file, when known.
     pub line: Option<usize>,
+    /// 1-based column (in characters) of the key in the file, when known.
+    pub column: Option<usize>,
     /// What was expected (and what was found).
     pub expected: String,
+}
+
+fn at(line: Option<usize>, column: Option<usize>) -> String {
+    match (line, column) {
+        (Some(line), Some(column)) => format!("line {line}, column {column}: "),
+        (Some(line), None) => format!("line {line}: "),
+        _ => String::new(),
+    }
 }
 
 /// Every problem found in a configuration.
@@ -50,24 +62,59 @@ pub struct ValidConfig {
 impl ValidConfig {
     /// Parses and validates TOML text; errors carry line numbers.
     pub fn from_toml(text: &str) -> Result<ValidConfig, ConfigErrors> {
-        let config: Config = toml::from_str(text).map_err(|e| {
-            let line = e.span().map(|s| line_at(text, s.start));
-            let key = e
-                .span()
-                .map(|s| text[s].trim().to_string())
-                .filter(|k| !k.is_empty() && k.len() < 80)
-                .unwrap_or_else(|| "(document)".into());
-            ConfigErrors(vec![ConfigError {
-                key,
-                line,
-                expected: e.message().to_string(),
-            }])
-        })?;
-        let spans = text.parse::<toml_edit::ImDocument<String>>().ok();
+        Self::from_parsed(Self::parse_toml(text)?, text)
+    }
+
+    /// Parses TOML text without the checks, so that command-line flags can complete it (a
+    /// checkpoint directory, the sources) before [`ValidConfig::from_parsed`] checks it.
+    pub fn parse_toml(text: &str) -> Result<Config, ConfigErrors> {
+        let parsed = locate::parse_all(text);
+        let mut errors = parsed.errors;
+        let Some((rest, left_out)) = parsed.rest else {
+            errors.sort_by_key(|e| (e.line.is_none(), e.line, e.column));
+            return Err(ConfigErrors(errors));
+        };
+        if errors.is_empty() {
+            return Ok(rest);
+        }
+        // Check what parsed too, so that every problem is reported at once; a key that was
+        // left out (it had a problem) is not reported again through its default.
+        if let Err(more) = Self::from_parsed(rest, text) {
+            let within = |key: &str, path: &str| {
+                // A table taken out of an array of tables renumbers the ones after it (and
+                // may leave the array empty).
+                let array = path
+                    .strip_suffix(']')
+                    .and_then(|p| p.rsplit_once('['))
+                    .map(|(array, _)| array);
+                key == path
+                    || key.starts_with(&format!("{path}."))
+                    || key.starts_with(&format!("{path}["))
+                    || array.is_some_and(|a| key == a || key.starts_with(&format!("{a}[")))
+            };
+            errors.extend(
+                more.0
+                    .into_iter()
+                    .filter(|e| !left_out.iter().any(|path| within(&e.key, path))),
+            );
+        }
+        errors.sort_by_key(|e| (e.line.is_none(), e.line, e.column));
+        Err(ConfigErrors(errors))
+    }
+
+    /// Validates a configuration parsed from `text` (and perhaps completed since); errors
+    /// carry the line and column of their key in `text`.
+    pub fn from_parsed(config: Config, text: &str) -> Result<ValidConfig, ConfigErrors> {
+        let entries = text
+            .parse::<toml_edit::ImDocument<String>>()
+            .map(|doc| locate::entries(&doc))
+            .unwrap_or_default();
         Self::check(config).map_err(|mut errors| {
-            if let Some(doc) = &spans {
-                for e in &mut errors.0 {
-                    e.line = line_of_key(doc, text, &e.key);
+            for e in &mut errors.0 {
+                if let Some(entry) = locate::entry_of(&entries, &e.key) {
+                    let (line, column) = locate::line_column(text, entry.key.start);
+                    e.line = Some(line);
+                    e.column = Some(column);
                 }
             }
             errors
@@ -99,6 +146,36 @@ impl ValidConfig {
         &self.distinct_fields
     }
 
+    /// Secrets that come from environment variables which are not set, each as `key: why`
+    /// (for a bounded run to refuse to start rather than fail after it began).
+    pub fn missing_secrets(&self) -> Vec<String> {
+        let mut tables: Vec<(String, &std::collections::BTreeMap<String, SecretSource>)> = self
+            .config
+            .sources
+            .iter()
+            .enumerate()
+            .filter_map(|(i, source)| match source {
+                SourceConfig::Kafka(k) => Some((format!("sources[{i}]"), &k.client_secrets)),
+                _ => None,
+            })
+            .collect();
+        if let Some(changelog) = &self.config.export.changelog {
+            tables.push(("export.changelog".into(), &changelog.client_secrets));
+        }
+        let mut missing = Vec::new();
+        for (at, secrets) in tables {
+            for (setting, secret) in secrets {
+                let Some(var) = &secret.env else { continue };
+                if std::env::var_os(var).is_none_or(|v| v.is_empty()) {
+                    missing.push(format!(
+                        "{at}.client_secrets.{setting:?}: the environment variable {var} is not set"
+                    ));
+                }
+            }
+        }
+        missing
+    }
+
     /// Goes back to the plain configuration, e.g. to change it and validate again.
     pub fn into_config(self) -> Config {
         self.config
@@ -110,6 +187,7 @@ impl ValidConfig {
             errors.push(ConfigError {
                 key,
                 line: None,
+                column: None,
                 expected,
             })
         };
@@ -137,7 +215,7 @@ impl ValidConfig {
             if c.dir.as_os_str().is_empty() {
                 err(
                     "pipeline.checkpoint.dir".into(),
-                    "expected a directory path".into(),
+                    "expected a directory path (here or with --checkpoint-dir)".into(),
                 );
             }
             if c.interval < p.update_interval {
@@ -196,7 +274,7 @@ impl ValidConfig {
         if config.sources.is_empty() {
             err(
                 "sources".into(),
-                "expected at least one [[sources]] entry".into(),
+                "expected at least one [[sources]] entry (or run --input FILE)".into(),
             );
         }
         let mut source_names = HashSet::new();
@@ -334,151 +412,5 @@ impl ValidConfig {
     }
 }
 
-/// 1-based line of a byte offset.
-fn line_at(text: &str, offset: usize) -> usize {
-    text[..offset.min(text.len())].matches('\n').count() + 1
-}
-
-/// Finds the line of a dotted key path such as `sources[1].mapping.time` in the document,
-/// falling back to the nearest enclosing key that exists.
-fn line_of_key(doc: &toml_edit::ImDocument<String>, text: &str, key: &str) -> Option<usize> {
-    let mut item: &toml_edit::Item = doc.as_item();
-    let mut best = None;
-    for segment in key.split('.') {
-        let (name, index) = match segment.split_once('[') {
-            Some((name, rest)) => (name, rest.trim_end_matches(']').parse::<usize>().ok()),
-            None => (segment, None),
-        };
-        let Some(next) = item.get(name) else { break };
-        item = next;
-        if let Some(span) = item.span() {
-            best = Some(line_at(text, span.start));
-        }
-        if let Some(i) = index {
-            let Some(next) = item.get(i) else { break };
-            item = next;
-            if let Some(span) = item.span() {
-                best = Some(line_at(text, span.start));
-            }
-        }
-    }
-    best
-}
-
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn embedded_default_is_valid() {
-        let valid = ValidConfig::embedded_default();
-        assert_eq!(valid.regions().len(), 3);
-        assert_eq!(valid.config().sources.len(), 1);
-    }
-
-    #[test]
-    fn unknown_key_names_key_and_line() {
-        let text = "variables = [\"t\"]\n\n[pipeline]\nworkerz = 2\n";
-        let errors = ValidConfig::from_toml(text).unwrap_err();
-        let e = &errors.0[0];
-        assert_eq!(e.line, Some(4), "{errors}");
-        assert!(e.expected.contains("workerz"), "{errors}");
-    }
-
-    #[test]
-    fn wrong_type_names_line_and_expectation() {
-        let text = "[pipeline]\nworkers = \"two\"\n";
-        let errors = ValidConfig::from_toml(text).unwrap_err();
-        assert_eq!(errors.0[0].line, Some(2), "{errors}");
-        assert!(errors.to_string().contains("usize") || errors.to_string().contains("integer"));
-    }
-
-    #[test]
-    fn semantic_errors_are_all_reported_with_lines() {
-        let text = r#"
-variables = ["temperature_c", "temperature_c"]
-
-[[sources]]
-kind = "synthetic"
-name = "a"
-stations = 0
-
-[[sources]]
-kind = "file"
-name = "a"
-path = "x.csv"
-
-[[regions]]
-name = "r"
-wkt = "POINT(1 2)"
-
-[aggregates.temporal.retention]
-hour = "2h"
-minute = "1h"
-"#;
-        // `minute` is not a bucket width: a parse error comes first.
-        let errors = ValidConfig::from_toml(text).unwrap_err();
-        assert!(errors.to_string().contains("minute"), "{errors}");
-
-        let text = text.replace("minute = \"1h\"\n", "");
-        let text = text.replace("hour = \"2h\"", "hour = \"2h\"\n[aggregates.temporal]\n");
-        let errors =
-            ValidConfig::from_toml(&text.replace("\n[aggregates.temporal]\n", "")).unwrap_err();
-        let keys: Vec<_> = errors.0.iter().map(|e| e.key.as_str()).collect();
-        assert!(keys.contains(&"variables[1]"), "{errors}");
-        assert!(keys.contains(&"sources[0].stations"), "{errors}");
-        assert!(keys.contains(&"sources[1].name"), "{errors}");
-        assert!(keys.contains(&"regions[0].wkt"), "{errors}");
-        let stations = errors
-            .0
-            .iter()
-            .find(|e| e.key == "sources[0].stations")
-            .unwrap();
-        assert_eq!(stations.line, Some(7), "{errors}");
-        let wkt = errors.0.iter().find(|e| e.key == "regions[0].wkt").unwrap();
-        assert_eq!(wkt.line, Some(16), "{errors}");
-    }
-
-    #[test]
-    fn on_damaged_takes_refuse_or_start_fresh_and_names_key_and_line_otherwise() {
-        let text = |value: &str| {
-            format!(
-                "[pipeline.checkpoint]\ndir = \"ck\"\non_damaged = \"{value}\"\n\n[[sources]]\n\
-                 kind = \"file\"\nname = \"f\"\npath = \"x.csv\"\n"
-            )
-        };
-        for (value, expected) in [
-            ("refuse", OnDamaged::Refuse),
-            ("start_fresh", OnDamaged::StartFresh),
-        ] {
-            let valid = ValidConfig::from_toml(&text(value)).unwrap();
-            let checkpoint = valid.config().pipeline.checkpoint.as_ref().unwrap();
-            assert_eq!(checkpoint.on_damaged, expected);
-        }
-        let errors = ValidConfig::from_toml(&text("fresh")).unwrap_err();
-        let e = &errors.0[0];
-        assert_eq!(e.key, "pipeline.checkpoint.on_damaged", "{errors}");
-        assert_eq!(e.line, Some(3), "{errors}");
-        assert!(e.expected.contains("\"fresh\""), "{errors}");
-        let default =
-            ValidConfig::from_toml(&text("refuse").replace("on_damaged = \"refuse\"\n", ""));
-        let checkpoint = default.unwrap().into_config().pipeline.checkpoint.unwrap();
-        assert_eq!(checkpoint.on_damaged, OnDamaged::Refuse);
-    }
-
-    #[test]
-    fn distinct_fields_default_to_all_categoricals() {
-        let text = r#"
-categorical = ["species", "gear"]
-[[sources]]
-kind = "file"
-name = "f"
-path = "x.csv"
-"#;
-        let valid = ValidConfig::from_toml(text).unwrap();
-        assert_eq!(valid.distinct_fields(), ["species", "gear"]);
-        let bad = format!("{text}\n[aggregates.regional]\ndistinct = [\"colour\"]\n");
-        let errors = ValidConfig::from_toml(&bad).unwrap_err();
-        assert_eq!(errors.0[0].key, "aggregates.regional.distinct[0]");
-    }
-}
+mod tests;

@@ -2,14 +2,16 @@
 //!
 //! Exit status: see [`EXIT_STATUS`] (also in `--help` and the README).
 
+use std::io::IsTerminal;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use oceanflow_config::{
-    CheckpointConfig, DeadLetterConfig, OnDamaged, SourceConfig, ValidConfig, DEFAULT_CONFIG_TOML,
+    CheckpointConfig, DeadLetterConfig, FileFormat, OnDamaged, SourceConfig, ValidConfig,
+    DEFAULT_CONFIG_TOML,
 };
 use oceanflow_pipeline::checkpoint::FinalCheckpoint;
 use oceanflow_pipeline::output_file::OutputFile;
@@ -30,7 +32,8 @@ const EXIT_INTERRUPTED: u8 = 5;
 /// The exit codes, for `--help`.
 const EXIT_STATUS: &str = "Exit status: 0 success; 1 invalid config; 2 an error: cannot start \
 (an unwritable --output, a checkpoint directory that cannot be restored, e.g. every file \
-damaged) or cannot write --output; 3 some partitions failed (the aggregates cover the rest); \
+damaged, an --input that matches no file, with --once a secret whose environment variable is \
+not set) or cannot write --output; 3 some partitions failed (the aggregates cover the rest); \
 4 checkpoints are on and the final checkpoint is not durable (a restart resumes from the \
 previous one); 5 a --once run was interrupted by SIGINT/SIGTERM before its sources were \
 exhausted (nothing is written to --output). When several apply: 5 or 2 (no output), then 4, \
@@ -67,6 +70,16 @@ struct RunArgs {
     /// A file or glob with the tutorial's columns; replaces the config's sources. Repeatable.
     #[arg(long = "input", value_name = "PATH")]
     inputs: Vec<String>,
+    /// The format of every --input file (csv, parquet, arrow_stream, arrow_file, ndjson);
+    /// default: from each file's extension.
+    #[arg(long, value_name = "FORMAT", requires = "inputs")]
+    input_format: Option<FileFormat>,
+    /// Only these aggregates, comma-separated (replaces [aggregates]' families and groupings):
+    /// station, regions, hour, day, month, year (over all stations), station_hour,
+    /// station_day, station_month, station_year (per station), month_of_year, day_of_week,
+    /// hour_of_day. E.g. `station,year,month_of_year,hour_of_day,regions`.
+    #[arg(long, value_name = "LIST", value_delimiter = ',')]
+    aggregates: Vec<String>,
     /// Stop when every source is exhausted and the aggregates are final.
     #[arg(long)]
     once: bool,
@@ -109,6 +122,8 @@ fn main() -> ExitCode {
                 .unwrap_or_else(|_| "info".into()),
         )
         .with_writer(std::io::stderr)
+        // Colour codes only for a terminal, not in a log file or a pipe.
+        .with_ansi(std::io::stderr().is_terminal())
         .init();
     match main_inner() {
         Ok(code) => code,
@@ -139,25 +154,38 @@ fn main_inner() -> Result<ExitCode> {
     }
 }
 
-fn load(path: &PathBuf) -> Result<Result<ValidConfig, oceanflow_config::ConfigErrors>> {
-    let text =
-        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-    Ok(ValidConfig::from_toml(&text))
+fn read(path: &Path) -> Result<String> {
+    std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))
+}
+
+fn load(path: &Path) -> Result<Result<ValidConfig, oceanflow_config::ConfigErrors>> {
+    Ok(ValidConfig::from_toml(&read(path)?))
 }
 
 fn run_command(args: RunArgs) -> Result<ExitCode> {
-    let base = match &args.config {
-        Some(path) => match load(path)? {
-            Ok(valid) => valid,
-            Err(errors) => {
-                eprint!("{}: {errors}", path.display());
-                return Ok(ExitCode::from(EXIT_INVALID_CONFIG));
-            }
-        },
-        None => ValidConfig::embedded_default(),
+    let (text, origin) = match &args.config {
+        Some(path) => (read(path)?, path.display().to_string()),
+        None => (
+            DEFAULT_CONFIG_TOML.to_string(),
+            "embedded default".to_string(),
+        ),
     };
-    let valid = inputs::with_inputs(base, &args.inputs)?;
-    let mut config = valid.into_config();
+    // Parsed first and checked only once the flags have completed it: `--checkpoint-dir`
+    // gives `[pipeline.checkpoint] dir`, `--input` the sources.
+    let mut config = match ValidConfig::parse_toml(&text) {
+        Ok(config) => config,
+        Err(errors) => {
+            eprint!("{origin}: {errors}");
+            return Ok(ExitCode::from(EXIT_INVALID_CONFIG));
+        }
+    };
+    if !args.aggregates.is_empty() {
+        config
+            .aggregates
+            .select(&args.aggregates)
+            .map_err(|why| anyhow::anyhow!("--aggregates: {why}"))?;
+    }
+    inputs::replace_sources(&mut config, &args.inputs, args.input_format)?;
     if let Some(workers) = args.workers {
         config.pipeline.workers = workers;
     }
@@ -183,7 +211,27 @@ fn run_command(args: RunArgs) -> Result<ExitCode> {
             None => tracing::warn!("--fresh has no effect: checkpoints are off."),
         }
     }
-    let valid = ValidConfig::try_from_config(config)?;
+    let valid = match ValidConfig::from_parsed(config, &text) {
+        Ok(valid) => valid,
+        Err(errors) => {
+            eprint!("{origin}: {errors}");
+            return Ok(ExitCode::from(EXIT_INVALID_CONFIG));
+        }
+    };
+    // A bounded run that cannot get its secrets would only fail later, with a partial result.
+    let missing = valid.missing_secrets();
+    if !missing.is_empty() {
+        for problem in &missing {
+            if args.once {
+                eprintln!("error: cannot start: {problem}");
+            } else {
+                tracing::error!("{problem}; the source will fail when it starts.");
+            }
+        }
+        if args.once {
+            return Ok(ExitCode::from(EXIT_ERROR));
+        }
+    }
     // Before any row is read: an unwritable path fails now, not after the whole run.
     let output = match &args.output {
         Some(path) => Some(OutputFile::create(path).context("cannot write --output")?),
@@ -225,6 +273,12 @@ fn finish(report: &RunReport, once: bool, output: Option<OutputFile>) -> ExitCod
         code = EXIT_CHECKPOINT_NOT_DURABLE;
     }
     let progress = report.progress;
+    if once && !report.interrupted && progress.rows_aggregated == 0 && progress.rows_rejected == 0 {
+        tracing::warn!(
+            "No rows were read in this run: the inputs are empty or header-only (or a restored \
+             checkpoint already held them all)."
+        );
+    }
     if once && report.interrupted {
         // `output` is dropped unwritten: its temporary file goes with it.
         let output = output.map_or(String::new(), |o| {

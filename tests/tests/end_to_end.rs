@@ -154,8 +154,11 @@ fn validate_names_key_and_line_and_config_prints_a_valid_default() {
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
     let text = String::from_utf8_lossy(&out.stderr);
-    assert!(text.contains("line 4: sources[0].stations"), "{text}");
-    assert!(text.contains("line 8: regions[0].wkt"), "{text}");
+    assert!(
+        text.contains("line 4, column 1: sources[0].stations"),
+        "{text}"
+    );
+    assert!(text.contains("line 8, column 1: regions[0].wkt"), "{text}");
 
     let out = Command::new(oceanflow_bin())
         .arg("config")

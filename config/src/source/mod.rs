@@ -61,6 +61,15 @@ pub enum FileFormat {
 }
 
 impl FileFormat {
+    /// Every format by its config name (as `format = "..."` and `--input-format` spell it).
+    pub const NAMED: [(&'static str, FileFormat); 5] = [
+        ("csv", FileFormat::Csv),
+        ("parquet", FileFormat::Parquet),
+        ("arrow_stream", FileFormat::ArrowStream),
+        ("arrow_file", FileFormat::ArrowFile),
+        ("ndjson", FileFormat::Ndjson),
+    ];
+
     /// Guesses the format from a file name's extension.
     pub fn from_path(path: &std::path::Path) -> Option<FileFormat> {
         let ext = path.extension()?.to_str()?.to_ascii_lowercase();
@@ -72,6 +81,21 @@ impl FileFormat {
             "ndjson" | "jsonl" | "json" => FileFormat::Ndjson,
             _ => return None,
         })
+    }
+}
+
+impl std::str::FromStr for FileFormat {
+    type Err = String;
+
+    fn from_str(name: &str) -> Result<FileFormat, String> {
+        FileFormat::NAMED
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, format)| *format)
+            .ok_or_else(|| {
+                let names: Vec<_> = FileFormat::NAMED.iter().map(|(n, _)| *n).collect();
+                format!("expected one of {}, got {name:?}", names.join(", "))
+            })
     }
 }
 
