@@ -553,23 +553,47 @@ fn finite_only(numbers: ArrayRef) -> ArrayRef {
 fn parse_numbers(name: &str, text: &StringArray, rejections: &mut Rejections) -> Float64Array {
     text.iter()
         .enumerate()
-        .map(|(row, value)| {
-            let value = value.map(str::trim).unwrap_or_default();
-            if value.is_empty() {
-                return None;
-            }
-            match Float64Type::parse(value) {
-                Some(v) => Some(v).filter(|v| v.is_finite()),
-                None if is_non_finite_word(value) => None,
-                None => {
-                    rejections.add(row, RejectReason::NonNumeric, || {
-                        format!("column {name}: {value:?} is not a number")
-                    });
-                    None
-                }
+        .map(|(row, value)| match read_text_number(value) {
+            TextNumber::Finite(v) => Some(v),
+            TextNumber::Blank | TextNumber::NonFinite(_) => None,
+            TextNumber::NotANumber(value) => {
+                reject_non_numeric(name, row, value, rejections);
+                None
             }
         })
         .collect()
+}
+
+/// What one text cell holds as a number.
+enum TextNumber<'a> {
+    /// Null or empty after trimming.
+    Blank,
+    Finite(f64),
+    /// `NaN`, an infinity or a number beyond `f64`, as written (trimmed).
+    NonFinite(&'a str),
+    /// Anything else, as written (trimmed).
+    NotANumber(&'a str),
+}
+
+/// Classifies one text cell; shared by variables and positions, which differ only in
+/// what they make of a non-finite value.
+fn read_text_number(value: Option<&str>) -> TextNumber<'_> {
+    let value = value.map(str::trim).unwrap_or_default();
+    if value.is_empty() {
+        return TextNumber::Blank;
+    }
+    match Float64Type::parse(value) {
+        Some(v) if v.is_finite() => TextNumber::Finite(v),
+        Some(_) => TextNumber::NonFinite(value),
+        None if is_non_finite_word(value) => TextNumber::NonFinite(value),
+        None => TextNumber::NotANumber(value),
+    }
+}
+
+fn reject_non_numeric(name: &str, row: usize, value: &str, rejections: &mut Rejections) {
+    rejections.add(row, RejectReason::NonNumeric, || {
+        format!("column {name}: {value:?} is not a number")
+    });
 }
 
 /// `NaN`, `inf`, `infinity` with an optional sign, any case.
@@ -607,18 +631,13 @@ fn convert_position(
                 .iter()
                 .enumerate()
                 .map(|(row, value)| {
-                    let value = value.map(str::trim).unwrap_or_default();
-                    if value.is_empty() {
-                        return None;
-                    }
-                    match Float64Type::parse(value) {
-                        Some(v) if v.is_finite() => return Some(v),
-                        None if !is_non_finite_word(value) => {
-                            rejections.add(row, RejectReason::NonNumeric, || {
-                                format!("column {name}: {value:?} is not a number")
-                            });
+                    match read_text_number(value) {
+                        TextNumber::Finite(v) => return Some(v),
+                        TextNumber::Blank => {}
+                        TextNumber::NotANumber(value) => {
+                            reject_non_numeric(name, row, value, rejections)
                         }
-                        _ => rejections.add(row, check.reason, || {
+                        TextNumber::NonFinite(value) => rejections.add(row, check.reason, || {
                             format!("column {name}: {value:?} is not finite")
                         }),
                     }

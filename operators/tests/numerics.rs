@@ -4,6 +4,8 @@
 //! operator (1 and 4 workers), compared with an exact oracle: rational arithmetic on the f64
 //! inputs (every finite f64 is an exact rational).
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
@@ -19,6 +21,8 @@ use oceanflow_operators::preagg::{Partials, PreAggregator};
 use oceanflow_operators::spec::AggregateSpec;
 use oceanflow_operators::{GroupKey, Stats, VarStats};
 use proptest::prelude::*;
+
+use common::{execute_on, step_until_done};
 
 const HOUR_US: i64 = 3_600_000_000;
 const DAY_US: i64 = 24 * HOUR_US;
@@ -206,7 +210,7 @@ fn run_dataflow(case: &Case, workers: usize) -> BTreeMap<GroupKey, Stats> {
     let changes: Arc<Mutex<Vec<Change>>> = Arc::default();
     let sink = Arc::clone(&changes);
     let shared = Arc::new(case.clone());
-    timely::execute(timely::Config::process(workers), move |worker| {
+    execute_on(workers, move |worker| {
         let (index, peers) = (worker.index(), worker.peers());
         let sink = Arc::clone(&sink);
         let (mut groups, probe) = worker.dataflow::<u64, _, _>(|scope| {
@@ -233,14 +237,8 @@ fn run_dataflow(case: &Case, workers: usize) -> BTreeMap<GroupKey, Stats> {
             worker.step();
         }
         groups.close();
-        while !probe.done() {
-            worker.step();
-        }
-    })
-    .expect("timely runs")
-    .join()
-    .into_iter()
-    .for_each(|r| r.expect("worker finished"));
+        step_until_done(worker, &probe);
+    });
 
     // The changelog adds up to +1 for each key's final value.
     let mut net: BTreeMap<(GroupKey, Stats), isize> = BTreeMap::new();

@@ -2,6 +2,8 @@
 //! (with 1 and 4 workers) against a plain row-by-row computation written independently here
 //! (own point-in-polygon, own calendar math through chrono, two-pass mean and deviation).
 
+mod common;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -23,6 +25,8 @@ use oceanflow_operators::spec::AggregateSpec;
 use oceanflow_operators::view::{AggregateChange, AggregateView, DistinctChange};
 use oceanflow_operators::{DistinctKey, GroupKey, Stats};
 use proptest::prelude::*;
+
+use common::{execute_on, step_until_done};
 
 const LATENESS_US: i64 = 3_600_000_000;
 const GRANULARITY_US: i64 = 1_000_000;
@@ -258,7 +262,7 @@ fn run_operators(case: &Case, workers: usize) -> AggregateView {
     let distinct: Arc<Mutex<Vec<(usize, DistinctChange)>>> = Arc::default();
     let shared = Arc::new(case.clone());
     let (changes_sink, distinct_sink) = (Arc::clone(&changes), Arc::clone(&distinct));
-    timely::execute(timely::Config::process(workers), move |worker| {
+    execute_on(workers, move |worker| {
         let index = worker.index();
         let peers = worker.peers();
         let (changes_sink, distinct_sink) = (Arc::clone(&changes_sink), Arc::clone(&distinct_sink));
@@ -303,14 +307,8 @@ fn run_operators(case: &Case, workers: usize) -> AggregateView {
         }
         groups.close();
         values.close();
-        while !probe.done() {
-            worker.step();
-        }
-    })
-    .expect("timely runs")
-    .join()
-    .into_iter()
-    .for_each(|r| r.expect("worker finished"));
+        step_until_done(worker, &probe);
+    });
 
     let mut merged = AggregateView::new();
     for w in 0..workers {

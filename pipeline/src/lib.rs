@@ -19,6 +19,8 @@ pub mod output_file;
 pub mod runtime;
 pub mod sources;
 pub mod sync;
+#[cfg(test)]
+mod test_support;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

@@ -141,15 +141,7 @@ fn directory_of(path: &Path) -> PathBuf {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn entries(dir: &Path) -> Vec<String> {
-        let mut names: Vec<String> = std::fs::read_dir(dir)
-            .unwrap()
-            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-            .collect();
-        names.sort();
-        names
-    }
+    use crate::test_support::file_names;
 
     #[test]
     fn the_temporary_file_is_made_next_to_the_target_and_renamed_over_it() {
@@ -158,14 +150,14 @@ mod tests {
         std::fs::write(&target, b"old").unwrap();
         let output = OutputFile::create(&target).unwrap();
         assert_eq!(output.temporary().parent(), Some(dir.path()));
-        assert_eq!(entries(dir.path()).len(), 2);
+        assert_eq!(file_names(dir.path()).len(), 2);
         let empty = Snapshot {
             stations: Vec::new(),
             temporal: Vec::new(),
             regions: Vec::new(),
         };
         output.commit(&empty).unwrap();
-        assert_eq!(entries(dir.path()), ["out.json"]);
+        assert_eq!(file_names(dir.path()), ["out.json"]);
         let doc: serde_json::Value =
             serde_json::from_slice(&std::fs::read(&target).unwrap()).unwrap();
         assert!(doc.is_object(), "{doc}");
@@ -176,7 +168,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let output = OutputFile::create(&dir.path().join("out.json")).unwrap();
         drop(output);
-        assert!(entries(dir.path()).is_empty());
+        assert!(file_names(dir.path()).is_empty());
     }
 
     #[test]

@@ -4,6 +4,7 @@
 //! cleanly, `/healthz` degraded and the shutdown exit 4; a checkpoint directory whose every
 //! file is damaged refuses to start unless `--fresh`.
 
+use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
@@ -39,7 +40,7 @@ fn synthetic_config(dir: &Path, source: &str, edit: impl FnOnce(&mut Config)) ->
 }
 
 /// `oceanflow run ARGS…` with its stderr in `log`; killed if the test fails first.
-fn spawn(args: &[&std::ffi::OsStr], log: &Path) -> ChildGuard {
+fn spawn(args: &[&OsStr], log: &Path) -> ChildGuard {
     ChildGuard::spawn(
         "oceanflow",
         Command::new(oceanflow_bin())
@@ -50,6 +51,19 @@ fn spawn(args: &[&std::ffi::OsStr], log: &Path) -> ChildGuard {
             .stderr(std::fs::File::create(log).unwrap()),
     )
     .expect("oceanflow starts")
+}
+
+/// A bounded run: `oceanflow run --once --config CONFIG --output OUT EXTRA…`, as [`spawn`].
+fn spawn_once(config: &Path, out: &Path, extra: &[&OsStr], log: &Path) -> ChildGuard {
+    let mut args: Vec<&OsStr> = vec![
+        "--once".as_ref(),
+        "--config".as_ref(),
+        config.as_os_str(),
+        "--output".as_ref(),
+        out.as_os_str(),
+    ];
+    args.extend_from_slice(extra);
+    spawn(&args, log)
 }
 
 fn exit_code(status: Option<ExitStatus>, log: &Path) -> i32 {
@@ -102,18 +116,7 @@ fn an_interrupted_bounded_run_writes_nothing_and_exits_5() {
         let log = dir.path().join("stderr.log");
         let port = free_port();
         let listen = format!("127.0.0.1:{port}");
-        let mut child = spawn(
-            &[
-                "--once".as_ref(),
-                "--config".as_ref(),
-                config.as_os_str(),
-                "--output".as_ref(),
-                out.as_os_str(),
-                "--listen".as_ref(),
-                listen.as_ref(),
-            ],
-            &log,
-        );
+        let mut child = spawn_once(&config, &out, &["--listen".as_ref(), listen.as_ref()], &log);
         let rows_before = wait_until(Duration::from_secs(60), || {
             let rows = counter(&metrics(port)?, "oceanflow_source_rows_total")?;
             (rows > 0.0).then_some(rows)
@@ -177,16 +180,7 @@ fn an_unwritable_output_fails_before_any_row_is_read() {
     for out in [file.join("out.json"), dir.path().to_path_buf()] {
         let log = dir.path().join("stderr.log");
         let started = Instant::now();
-        let mut child = spawn(
-            &[
-                "--once".as_ref(),
-                "--config".as_ref(),
-                config.as_os_str(),
-                "--output".as_ref(),
-                out.as_os_str(),
-            ],
-            &log,
-        );
+        let mut child = spawn_once(&config, &out, &[], &log);
         let code = exit_code(child.wait_exit(Duration::from_secs(30)), &log);
         let log_text = read(&log);
         assert_eq!(code, EXIT_ERROR, "{}: {log_text}", out.display());
@@ -337,7 +331,7 @@ fn a_directory_of_damaged_checkpoints_refuses_to_start_unless_fresh() {
     let checkpoints = dir.path().join("checkpoints");
     let run = |out: &Path, extra: &[&str]| {
         let log = dir.path().join("stderr.log");
-        let mut args: Vec<&std::ffi::OsStr> = vec![
+        let mut args: Vec<&OsStr> = vec![
             "--once".as_ref(),
             "--input".as_ref(),
             csv.as_os_str(),
@@ -346,7 +340,7 @@ fn a_directory_of_damaged_checkpoints_refuses_to_start_unless_fresh() {
             "--output".as_ref(),
             out.as_os_str(),
         ];
-        args.extend(extra.iter().map(std::ffi::OsStr::new));
+        args.extend(extra.iter().map(OsStr::new));
         let code = exit_code(spawn(&args, &log).wait_exit(Duration::from_secs(120)), &log);
         (code, read(&log))
     };

@@ -50,6 +50,14 @@ fn floats(batch: &RecordBatch, column: &str) -> Vec<Option<f64>> {
         .collect()
 }
 
+/// The (source row, reason) of every rejected row, in order.
+fn rejected_rows(out: &SourceBatch) -> Vec<(u64, RejectReason)> {
+    out.rejected
+        .iter()
+        .map(|r| (r.row.unwrap(), r.reason))
+        .collect()
+}
+
 fn stations(n: usize) -> ArrayRef {
     Arc::new(StringArray::from(vec!["S1"; n]))
 }
@@ -159,11 +167,7 @@ fn every_reject_reason_with_row_detail_and_record() {
     ]);
     let out = canon().convert("a.csv", 100, &batch).unwrap();
     assert_eq!(out.batch.num_rows(), 1);
-    let got: Vec<_> = out
-        .rejected
-        .iter()
-        .map(|r| (r.row.unwrap(), r.reason))
-        .collect();
+    let got = rejected_rows(&out);
     use RejectReason::*;
     assert_eq!(
         got,
@@ -254,11 +258,7 @@ fn non_finite_and_missing_positions_are_rejected() {
         ("temperature_c", vec![Some("warm"); rows]),
     ]);
     let out = canon().convert("p", 0, &batch).unwrap();
-    let got: Vec<_> = out
-        .rejected
-        .iter()
-        .map(|r| (r.row.unwrap(), r.reason))
-        .collect();
+    let got = rejected_rows(&out);
     use RejectReason::*;
     assert_eq!(
         got,
@@ -317,11 +317,7 @@ fn non_finite_and_missing_positions_are_rejected() {
         ),
     ]);
     let out = canon().convert("p", 0, &batch).unwrap();
-    let got: Vec<_> = out
-        .rejected
-        .iter()
-        .map(|r| (r.row.unwrap(), r.reason))
-        .collect();
+    let got = rejected_rows(&out);
     assert_eq!(
         got,
         [

@@ -2,6 +2,7 @@
 
 use super::legacy::{CheckpointV1, PartitionStateV1, StatsV1, VarStatsV1};
 use super::*;
+use crate::test_support::file_names;
 use oceanflow_operators::VarStats;
 
 fn sample(sequence: u64) -> Checkpoint {
@@ -104,15 +105,6 @@ fn plant(dir: &Path, sequence: u64, bytes: &[u8]) -> PathBuf {
     path
 }
 
-fn names(dir: &Path) -> Vec<String> {
-    let mut names: Vec<String> = fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .collect();
-    names.sort();
-    names
-}
-
 #[test]
 fn a_failed_write_leaves_no_temporary_file() {
     let dir = tempfile::tempdir().unwrap();
@@ -126,7 +118,7 @@ fn a_failed_write_leaves_no_temporary_file() {
     assert!(matches!(error, CheckpointError::Io { .. }), "{error}");
     let file = |name: &str| name.to_string();
     assert_eq!(
-        names(dir.path()),
+        file_names(dir.path()),
         [file("checkpoint-00000000000000000001.ofck")],
         "only the obstacle stays"
     );
@@ -145,7 +137,7 @@ fn temporary_files_of_a_crash_are_removed_at_open() {
     fs::write(dir.path().join("notes.tmp"), b"not ours").unwrap();
     let store = CheckpointStore::open(dir.path(), 3).unwrap();
     assert_eq!(
-        names(dir.path()),
+        file_names(dir.path()),
         ["checkpoint-00000000000000000001.ofck", "notes.tmp"]
     );
     assert_eq!(store.next_sequence().unwrap(), 2);
@@ -187,7 +179,7 @@ fn every_file_damaged_is_refused_naming_each_file_and_why() {
     assert_eq!(store.set_aside_if_all_damaged().unwrap(), *files);
     assert!(store.load_latest(&sample(0).layout).unwrap().is_none());
     assert_eq!(
-        names(dir.path()),
+        file_names(dir.path()),
         [
             "checkpoint-00000000000000000001.ofck.damaged",
             "checkpoint-00000000000000000002.ofck.damaged",
