@@ -53,6 +53,7 @@ pub mod member;
 mod metrics;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use oceanflow_config::source::kafka::{KafkaEventTime, KafkaFormat};
 use oceanflow_config::KafkaSourceConfig;
@@ -117,6 +118,9 @@ impl From<Error> for SourceError {
 /// The partitions of a `kind = "kafka"` source: one group member per worker. Registers the
 /// connector's metric families in `ctx.registry`. Nothing connects to Kafka until a partition
 /// is opened.
+/// librdkafka's default `session.timeout.ms`.
+const DEFAULT_SESSION_TIMEOUT_MS: u64 = 45_000;
+
 pub fn partitions(
     cfg: &KafkaSourceConfig,
     ctx: &SourceContext,
@@ -245,12 +249,19 @@ fn open_member(
         // Consumer lag per partition comes from librdkafka's statistics.
         config.set("statistics.interval.ms", "1000");
     }
+    // A member the group assigns nothing waits this long before it counts as read to its end:
+    // a predecessor killed without leaving holds its partitions until its session expires.
+    let session = config
+        .get("session.timeout.ms")
+        .and_then(|ms| ms.parse::<u64>().ok())
+        .unwrap_or(DEFAULT_SESSION_TIMEOUT_MS);
     let ctx = MemberContext::new(
         &cfg.name,
         group,
         Arc::clone(&metrics),
         cfg.stop_at_end,
         cfg.start,
+        Duration::from_millis(session),
     );
     let consumer: BaseConsumer<MemberContext> =
         config

@@ -63,6 +63,10 @@ pub(crate) struct GroupState {
     delivered: Mutex<HashMap<Tp, i64>>,
     /// Highest offset committed per partition by this process: commits never go backwards.
     committed: Mutex<HashMap<Tp, i64>>,
+    /// With `stop_at_end`: the end offset of every partition any member of this process was
+    /// assigned. A member finishes only when all of them are delivered to their end, so a
+    /// rebalance cannot hand unread partitions to a member that no longer reads.
+    ends: Mutex<HashMap<Tp, i64>>,
 }
 
 impl GroupState {
@@ -129,6 +133,8 @@ struct Assignment {
     /// revoke (a rebalance, a lost session, a restarted broker) the member is not at its end
     /// until the group has assigned it again.
     joined: bool,
+    /// Since when the group has assigned this member nothing (`None` while it owns some).
+    empty_since: Option<Instant>,
 }
 
 /// The consumer's callbacks: rebalances, commit results, statistics (lag).
@@ -141,6 +147,8 @@ pub(crate) struct MemberContext {
     start: KafkaStart,
     commits_requested: Mutex<u64>,
     commits_done: Mutex<u64>,
+    /// How long an empty assignment must last before the member counts as read to its end.
+    empty_grace: Duration,
 }
 
 impl MemberContext {
@@ -150,8 +158,10 @@ impl MemberContext {
         metrics: Arc<KafkaMetrics>,
         stop_at_end: bool,
         start: KafkaStart,
+        empty_grace: Duration,
     ) -> Self {
         MemberContext {
+            empty_grace,
             source: source.to_string(),
             group,
             metrics,
@@ -201,6 +211,11 @@ impl MemberContext {
         let mut assignment = lock(&self.assignment);
         assignment.joined = true;
         assignment.partitions.extend(known);
+        if assignment.partitions.is_empty() {
+            assignment.empty_since.get_or_insert_with(Instant::now);
+        } else {
+            assignment.empty_since = None;
+        }
         tracing::info!(
             source = %self.source,
             partitions = ?tpl.elements().iter().map(|e| format!("{}/{}", e.topic(), e.partition())).collect::<Vec<_>>(),
@@ -231,6 +246,10 @@ impl MemberContext {
             match consumer.fetch_watermarks(&tp.0, tp.1, LOOKUP_TIMEOUT) {
                 Ok((low, high)) => {
                     state.end = Some(high);
+                    let mut ends = lock(&self.group.ends);
+                    let end = ends.entry(tp.clone()).or_insert(high);
+                    *end = (*end).max(high);
+                    drop(ends);
                     if state.next.is_none() {
                         state.next = Some(match committed.get(tp) {
                             Some(Offset::Offset(o)) => *o,
@@ -239,6 +258,13 @@ impl MemberContext {
                                 KafkaStart::Latest => high,
                             },
                         });
+                    }
+                    // Where the partition starts counts as delivered so far: an empty partition
+                    // is at its end without a message.
+                    if let Some(next) = state.next {
+                        lock(&self.group.delivered)
+                            .entry(tp.clone())
+                            .or_insert(next);
                     }
                 }
                 Err(error) => tracing::warn!(
@@ -465,10 +491,23 @@ impl Member {
         }
     }
 
-    /// Whether every partition the member owns has been read to its end offset.
+    /// Whether every partition the member owns has been read to its end offset. A member
+    /// assigned nothing is at its end only once that has lasted a session timeout: the
+    /// partitions may still be held by a predecessor that was killed without leaving the group
+    /// (they come to this member when its session expires).
     fn at_end(&self) -> bool {
         let assignment = lock(&self.ctx().assignment);
+        let waiting_for_partitions = assignment
+            .empty_since
+            .is_some_and(|since| since.elapsed() < self.ctx().empty_grace);
+        let delivered = lock(&self.ctx().group.delivered);
+        let process_at_end = lock(&self.ctx().group.ends)
+            .iter()
+            .all(|(tp, end)| delivered.get(tp).is_some_and(|next| next >= end));
+        drop(delivered);
         assignment.joined
+            && !waiting_for_partitions
+            && process_at_end
             && self.carried.is_none()
             && assignment
                 .partitions
