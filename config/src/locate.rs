@@ -69,33 +69,33 @@ fn collect_table(table: &Table, prefix: &str, out: &mut Vec<Entry>) {
     }
 }
 
+impl Entry {
+    /// A table's header: its span stands for key, value and what to blank.
+    fn table(path: String, header: Range<usize>) -> Entry {
+        Entry {
+            path,
+            key: header.clone(),
+            value: header.clone(),
+            blank: header,
+            is_table: true,
+        }
+    }
+}
+
 fn collect_item(item: &Item, path: String, key: Range<usize>, out: &mut Vec<Entry>) {
     match item {
         Item::Value(value) => collect_value(value, path, key, out),
         Item::Table(table) => {
             let header = table.span().unwrap_or_default();
             if !header.is_empty() {
-                out.push(Entry {
-                    path: path.clone(),
-                    key: header.clone(),
-                    value: header.clone(),
-                    blank: header,
-                    is_table: true,
-                });
+                out.push(Entry::table(path.clone(), header));
             }
             collect_table(table, &path, out);
         }
         Item::ArrayOfTables(tables) => {
             for (i, table) in tables.iter().enumerate() {
                 let path = format!("{path}[{i}]");
-                let header = table.span().unwrap_or_default();
-                out.push(Entry {
-                    path: path.clone(),
-                    key: header.clone(),
-                    value: header.clone(),
-                    blank: header,
-                    is_table: true,
-                });
+                out.push(Entry::table(path.clone(), table.span().unwrap_or_default()));
                 collect_table(table, &path, out);
             }
         }

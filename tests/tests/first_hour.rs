@@ -102,25 +102,7 @@ fn run_to_completion(step: &Step, args: &str, dir: &Path) -> String {
             .stderr(Stdio::piped()),
     )
     .unwrap();
-    let status = child
-        .wait_exit(Duration::from_secs(60))
-        .unwrap_or_else(|| panic!("`{}` did not finish within 60 s", step.command));
-    let mut stdout = String::new();
-    let mut stderr = String::new();
-    use std::io::Read;
-    let process = child.child_mut();
-    process
-        .stdout
-        .take()
-        .unwrap()
-        .read_to_string(&mut stdout)
-        .unwrap();
-    process
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut stderr)
-        .unwrap();
+    let (status, stdout, stderr) = wait_and_read(&mut child, &step.command);
     assert!(status.success(), "`{}`: {status}\n{stderr}", step.command);
     if let Some(file) = redirect {
         std::fs::write(dir.join(file), &stdout).unwrap();
@@ -287,19 +269,27 @@ fn finish(command: &mut Command) -> (Option<i32>, String) {
             .stderr(Stdio::piped()),
     )
     .unwrap();
+    let (status, _, stderr) = wait_and_read(&mut child, &name);
+    (status.code(), stderr)
+}
+
+/// Waits (60 s at most) for `child` to exit; its status and what its piped stdout and stderr
+/// held (empty for a stream that is not piped).
+fn wait_and_read(child: &mut ChildGuard, name: &str) -> (std::process::ExitStatus, String, String) {
+    use std::io::Read;
     let status = child
         .wait_exit(Duration::from_secs(60))
-        .unwrap_or_else(|| panic!("{name} did not finish within 60 s"));
-    let mut stderr = String::new();
-    use std::io::Read;
+        .unwrap_or_else(|| panic!("`{name}` did not finish within 60 s"));
     let process = child.child_mut();
-    process
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut stderr)
-        .unwrap();
-    (status.code(), stderr)
+    let mut stdout = String::new();
+    if let Some(mut pipe) = process.stdout.take() {
+        pipe.read_to_string(&mut stdout).unwrap();
+    }
+    let mut stderr = String::new();
+    if let Some(mut pipe) = process.stderr.take() {
+        pipe.read_to_string(&mut stderr).unwrap();
+    }
+    (status, stdout, stderr)
 }
 
 fn station_counts(out: &Path) -> Vec<(String, u64)> {
