@@ -15,15 +15,6 @@ use super::partition::OpenPartition;
 use super::Shared;
 use oceanflow_connectors::record::{format_time_us, row_as_json};
 
-/// What one batch contributed.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Ingested {
-    /// Rows aggregated.
-    pub accepted: usize,
-    /// Newest event time among them (`i64::MIN` without any).
-    pub max_event_us: i64,
-}
-
 /// Handles one source batch of `part`: counts it, judges lateness per lane, pre-aggregates
 /// the kept rows into `partials` and rejects the rest (counted and dead-lettered).
 pub(crate) fn ingest(
@@ -33,7 +24,7 @@ pub(crate) fn ingest(
     preagg: &mut PreAggregator,
     partials: &mut Partials,
     now: Instant,
-) -> Ingested {
+) {
     let SourceBatch {
         batch,
         mut rejected,
@@ -78,24 +69,11 @@ pub(crate) fn ingest(
     let keep = (!split.keeps_all()).then_some(&split.keep);
     count_non_finite(shared, source, &batch, keep);
     let accepted = batch.num_rows() - split.too_late.len();
-    let max_event_us = times
-        .iter()
-        .enumerate()
-        .filter(|(row, _)| keep.is_none_or(|k| k.value(*row)))
-        .map(|(_, t)| *t)
-        .max()
-        .unwrap_or(i64::MIN);
-    let ingested = match preagg.aggregate_kept(&batch, keep, partials) {
-        Ok(()) => {
-            metrics
-                .source_rows
-                .with_label_values(&[source])
-                .inc_by(accepted as u64);
-            Ingested {
-                accepted,
-                max_event_us,
-            }
-        }
+    match preagg.aggregate_kept(&batch, keep, partials) {
+        Ok(()) => metrics
+            .source_rows
+            .with_label_values(&[source])
+            .inc_by(accepted as u64),
         Err(error) => {
             // The connector produced a batch outside the canonical layout: a bug, reported
             // and dead-lettered rather than a panic or a silent drop.
@@ -109,11 +87,9 @@ pub(crate) fn ingest(
                 detail: format!("batch not in the canonical schema: {error}"),
                 record: row_as_json(&batch, row),
             }));
-            Ingested::default()
         }
-    };
+    }
     shared.reject(source, &rejected);
-    ingested
 }
 
 /// Counts the kept rows' non-finite variable values (NaN, ±inf, overflowing literals such as

@@ -184,6 +184,14 @@ impl LaneWatermarks {
             .min()
     }
 
+    /// The newest event time accepted in any lane.
+    pub fn newest(&self) -> Option<i64> {
+        self.lanes
+            .values()
+            .filter_map(|l| l.watermark.max_seen())
+            .max()
+    }
+
     /// The newest event time of each lane that has seen a row (what a checkpoint keeps).
     pub fn max_seen_per_lane(&self) -> Vec<(String, i64)> {
         self.lanes

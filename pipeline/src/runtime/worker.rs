@@ -215,7 +215,7 @@ impl<'a> WorkerState<'a> {
                     if let Some(position) = &batch.position {
                         part.position = Some(position.clone());
                     }
-                    let ingested = ingest(
+                    ingest(
                         self.shared,
                         part,
                         batch,
@@ -223,9 +223,11 @@ impl<'a> WorkerState<'a> {
                         &mut self.partials,
                         Instant::now(),
                     );
-                    self.shared
-                        .max_event_us
-                        .fetch_max(ingested.max_event_us, Ordering::AcqRel);
+                    // A bounded run's final frontier starts from the newest accepted time,
+                    // which the partition's lanes already hold.
+                    if let Some(newest) = part.lanes.newest() {
+                        self.shared.max_event_us.fetch_max(newest, Ordering::AcqRel);
+                    }
                     for (key, stats) in self.partials.groups.drain(..) {
                         self.groups_in.update(key, stats);
                     }
